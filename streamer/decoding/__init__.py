@@ -1,0 +1,1 @@
+"""Turning encoder output into tokens: logit rules, greedy/beam decoding, long-form transcription."""

@@ -1,0 +1,308 @@
+"""Decoding one 30-second window (or a batch of them): greedy, sampling and beam search.
+
+The decoder runs on the model's preallocated KV cache: the prompt is prefilled once, then each step
+feeds one token per row at its position. Rows of a beam are reordered in place.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field, replace
+
+import torch
+from torch import Tensor
+
+from streamer.decoding.rules import LogitRules, RuleState
+from streamer.model.whisper import Whisper
+from streamer.tokenizer import Tokenizer
+
+
+@dataclass(frozen=True)
+class DecodingOptions:
+    task: str = "transcribe"  # or "translate"
+    language: str | None = None  # None: detect (multilingual models); English-only models ignore it
+    temperature: float = 0.0
+    sample_len: int | None = None  # most tokens sampled, default n_text_ctx // 2 (224)
+    best_of: int | None = None  # independent samples at temperature > 0
+    beam_size: int | None = None  # beam search at temperature 0
+    patience: float | None = None
+    length_penalty: float | None = None
+    prompt: tuple[int, ...] = ()  # previous text, as context
+    prefix: tuple[int, ...] = ()  # forced start of this window's text
+    suppress_tokens: tuple[int, ...] | None = None  # None: Whisper's non-speech symbols
+    suppress_blank: bool = True
+    without_timestamps: bool = False
+    max_initial_timestamp: float | None = 1.0
+
+
+@dataclass
+class DecodingResult:
+    tokens: list[int]  # sampled tokens (after any forced prefix), end-of-text excluded
+    text: str
+    language: str
+    avg_logprob: float
+    no_speech_prob: float
+    temperature: float
+    compression_ratio: float
+    language_probs: dict[str, float] | None = field(default=None, repr=False)
+
+
+def compression_ratio(text: str) -> float:
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def suppress_list(tokenizer: Tokenizer, options: DecodingOptions) -> list[int]:
+    base = list(tokenizer.non_speech_tokens) if options.suppress_tokens is None else list(options.suppress_tokens)
+    specials = [tokenizer.transcribe, tokenizer.translate, tokenizer.sot, tokenizer.sot_prev, tokenizer.sot_lm]
+    if tokenizer.no_speech is not None:
+        specials.append(tokenizer.no_speech)
+    return sorted(set(base + specials))
+
+
+@torch.inference_mode()
+def detect_language(model: Whisper, tokenizer: Tokenizer, audio_features: Tensor) -> list[dict[str, float]]:
+    """Probabilities of each language, per window of audio_features (B, Ta, D)."""
+    b = audio_features.shape[0]
+    cache = model.decoder.new_cache(b, audio_features.shape[1])
+    model.decoder.set_audio(audio_features, cache)
+    tokens = torch.full((b, 1), tokenizer.sot, dtype=torch.long, device=audio_features.device)
+    positions = torch.zeros_like(tokens)
+    logits = model.decoder(tokens, positions, cache, kv_len=1)[:, 0]  # (B, V)
+    lang = torch.tensor(tokenizer.language_tokens, device=logits.device)
+    probs = logits[:, lang].softmax(dim=-1).cpu()  # (B, n_languages)
+    return [dict(zip(tokenizer.language_codes, row.tolist(), strict=True)) for row in probs]
+
+
+class _Sequences:
+    """Token rows of a decode: a fixed (rows, n_text_ctx) buffer with one shared length."""
+
+    def __init__(self, initial: list[int], rows: int, capacity: int, device: torch.device):
+        self.buffer = torch.zeros(rows, capacity, dtype=torch.long, device=device)
+        self.buffer[:, : len(initial)] = torch.tensor(initial, device=device)
+        self.length = len(initial)
+
+    def append(self, tokens: Tensor) -> None:
+        self.buffer[:, self.length] = tokens
+        self.length += 1
+
+    def reorder(self, index: Tensor) -> None:
+        self.buffer.copy_(self.buffer.index_select(0, index))
+
+
+def _initial_tokens(tokenizer: Tokenizer, options: DecodingOptions, n_ctx: int, language: str) -> list[int]:
+    tokens = tokenizer.sot_sequence(language, options.task)
+    if options.prompt:
+        tokens = [tokenizer.sot_prev, *options.prompt[-(n_ctx // 2 - 1) :], *tokens]
+    if options.without_timestamps:
+        tokens.append(tokenizer.no_timestamps)
+    if options.prefix:
+        tokens.extend(options.prefix[-(n_ctx // 2 - 1) :])
+    return tokens
+
+
+@torch.inference_mode()
+def decode(
+    model: Whisper, tokenizer: Tokenizer, mel: Tensor, options: DecodingOptions = DecodingOptions()
+) -> list[DecodingResult]:
+    """Decode mel windows (B, n_mels, 2 * Ta) or (n_mels, 2 * Ta); one result per window."""
+    if mel.dim() == 2:
+        mel = mel.unsqueeze(0)
+    audio_features = model.encoder(mel.to(device=model.device, dtype=model.dtype))  # (B, Ta, D)
+    return decode_features(model, tokenizer, audio_features, options)
+
+
+@torch.inference_mode()
+def decode_features(
+    model: Whisper, tokenizer: Tokenizer, audio_features: Tensor, options: DecodingOptions
+) -> list[DecodingResult]:
+    """Decode precomputed encoder output (B, Ta, D), all windows with the same options."""
+    if options.beam_size is not None and options.best_of is not None:
+        raise ValueError("beam_size and best_of cannot be given together")
+    if options.temperature == 0 and options.best_of is not None:
+        raise ValueError("best_of with greedy sampling (temperature 0) has no effect")
+    language_probs: list[dict[str, float]] | None = None
+    if tokenizer.is_multilingual and options.language is None:
+        language_probs = detect_language(model, tokenizer, audio_features)
+        languages = [max(p, key=p.__getitem__) for p in language_probs]
+    else:
+        languages = [options.language or "en"] * audio_features.shape[0]
+    results: list[DecodingResult] = []
+    # Windows of different languages have different prompts: decode each language group together.
+    for language in dict.fromkeys(languages):
+        idx = [i for i, lang in enumerate(languages) if lang == language]
+        group = _decode_batch(model, tokenizer, audio_features[idx], replace(options, language=language))
+        for i, r in zip(idx, group, strict=True):
+            r.language_probs = language_probs[i] if language_probs else None
+        results.extend(group)
+    order = [i for language in dict.fromkeys(languages) for i, lang in enumerate(languages) if lang == language]
+    return [r for _, r in sorted(zip(order, results, strict=True), key=lambda p: p[0])]
+
+
+def _decode_batch(
+    model: Whisper, tokenizer: Tokenizer, audio_features: Tensor, options: DecodingOptions
+) -> list[DecodingResult]:
+    device = audio_features.device
+    n_ctx = model.dims.n_text_ctx
+    n_audio = audio_features.shape[0]
+    language = options.language or "en"
+    beam = options.beam_size is not None and options.temperature == 0
+    n_group = (options.beam_size or 1) if beam else (options.best_of or 1)
+    rows = n_audio * n_group
+    initial = _initial_tokens(tokenizer, options, n_ctx, language)
+    sample_begin = len(initial)
+    sample_len = options.sample_len or n_ctx // 2
+    sot_index = initial.index(tokenizer.sot)
+
+    rules = LogitRules(
+        tokenizer, model.dims.n_vocab, device, suppress_list(tokenizer, options), options.suppress_blank,
+        timestamps=not options.without_timestamps, max_initial_timestamp=options.max_initial_timestamp,
+    )
+    state = RuleState.new(rows, device)
+    cache = model.decoder.new_cache(rows, audio_features.shape[1])
+    model.decoder.set_audio(audio_features.repeat_interleave(n_group, dim=0), cache)
+    seqs = _Sequences(initial, rows, n_ctx + 1, device)
+
+    positions = torch.arange(sample_begin, device=device).expand(rows, -1)
+    logits = model.decoder(seqs.buffer[:, :sample_begin], positions, cache, kv_len=sample_begin)
+    no_speech_probs = [0.0] * n_audio
+    if tokenizer.no_speech is not None:
+        probs_at_sot = logits[::n_group, sot_index].softmax(dim=-1)
+        no_speech_probs = probs_at_sot[:, tokenizer.no_speech].tolist()
+    logits = logits[:, -1]  # (rows, V)
+
+    searcher = _BeamSearch(options, n_audio, n_group, tokenizer.eot) if beam else None
+    sum_logprobs = torch.zeros(rows, device=device)
+    finished = torch.zeros(rows, dtype=torch.bool, device=device)
+    for _ in range(sample_len):
+        logits = rules.apply(logits, state)
+        logprobs = torch.log_softmax(logits, dim=-1)
+        if searcher is not None:
+            next_tokens, source, done = searcher.step(seqs, logprobs)
+            cache.reorder(source)
+            state.reorder(source)
+            seqs.reorder(source)
+        else:
+            if options.temperature == 0:
+                next_tokens = logits.argmax(dim=-1)
+            else:
+                gumbel = -torch.log(-torch.log(torch.rand_like(logits).clamp_(min=1e-20)))
+                next_tokens = (logits / options.temperature + gumbel).argmax(dim=-1)
+            picked = logprobs.gather(1, next_tokens[:, None])[:, 0]
+            sum_logprobs += torch.where(finished, torch.zeros_like(picked), picked)
+            next_tokens = torch.where(finished, torch.full_like(next_tokens, tokenizer.eot), next_tokens)
+            finished |= next_tokens == tokenizer.eot
+            done = bool(finished.all())
+        seqs.append(next_tokens)
+        state.advance(next_tokens, rules.timestamp_begin)
+        if done or seqs.length >= n_ctx:
+            break
+        positions = torch.full((rows, 1), seqs.length - 1, dtype=torch.long, device=device)
+        logits = model.decoder(next_tokens[:, None], positions, cache, kv_len=seqs.length)[:, 0]
+
+    if searcher is not None:
+        candidates = searcher.finalize(seqs, sample_begin)
+    else:
+        tokens_host = seqs.buffer[:, sample_begin : seqs.length].tolist()
+        sums = sum_logprobs.tolist()
+        candidates = [
+            [(_until_eot(tokens_host[a * n_group + g], tokenizer.eot), sums[a * n_group + g]) for g in range(n_group)]
+            for a in range(n_audio)
+        ]
+
+    results = []
+    for a in range(n_audio):
+        scored = [
+            (lp / _length_penalty(len(toks), options.length_penalty), toks, lp) for toks, lp in candidates[a]
+        ]
+        _, tokens, sum_lp = max(scored, key=lambda s: s[0])
+        text = tokenizer.decode(tokens).strip()
+        results.append(
+            DecodingResult(
+                tokens=tokens,
+                text=text,
+                language=language,
+                avg_logprob=sum_lp / (len(tokens) + 1),
+                no_speech_prob=no_speech_probs[a],
+                temperature=options.temperature,
+                compression_ratio=compression_ratio(text),
+            )
+        )
+    return results
+
+
+def _until_eot(tokens: list[int], eot: int) -> list[int]:
+    return tokens[: tokens.index(eot)] if eot in tokens else tokens
+
+
+def _length_penalty(length: int, length_penalty: float | None) -> float:
+    return float(length) if length_penalty is None else ((5 + length) / 6) ** length_penalty
+
+
+class _BeamSearch:
+    """Beam search with patience, as Whisper does it: beam_size live rows per window."""
+
+    def __init__(self, options: DecodingOptions, n_audio: int, beam_size: int, eot: int):
+        self.beam_size = beam_size
+        self.n_audio = n_audio
+        self.eot = eot
+        self.max_candidates = round(beam_size * (options.patience or 1.0))
+        self.finished: list[dict[tuple[int, ...], float]] = [{} for _ in range(n_audio)]
+        self.sum_logprobs = [0.0] * (n_audio * beam_size)
+
+    def step(self, seqs: _Sequences, logprobs: Tensor) -> tuple[Tensor, Tensor, bool]:
+        device = logprobs.device
+        top_lp, top_tok = logprobs.topk(self.beam_size + 1, dim=-1)
+        top_lp_h, top_tok_h = top_lp.tolist(), top_tok.tolist()
+        prefixes = seqs.buffer[:, : seqs.length].tolist()
+        next_tokens: list[int] = []
+        sources: list[int] = []
+        new_sums: list[float] = []
+        for a in range(self.n_audio):
+            scores: dict[tuple[int, ...], float] = {}
+            origin: dict[tuple[int, ...], int] = {}
+            for j in range(self.beam_size):
+                row = a * self.beam_size + j
+                prefix = tuple(prefixes[row])
+                for lp, tok in zip(top_lp_h[row], top_tok_h[row], strict=True):
+                    seq = (*prefix, tok)
+                    scores[seq] = self.sum_logprobs[row] + lp
+                    origin[seq] = row
+            saved = 0
+            new_finished: dict[tuple[int, ...], float] = {}
+            for seq in sorted(scores, key=scores.__getitem__, reverse=True):
+                if seq[-1] == self.eot:
+                    new_finished[seq] = scores[seq]
+                else:
+                    new_sums.append(scores[seq])
+                    next_tokens.append(seq[-1])
+                    sources.append(origin[seq])
+                    saved += 1
+                    if saved == self.beam_size:
+                        break
+            done_here = self.finished[a]
+            for seq in sorted(new_finished, key=new_finished.__getitem__, reverse=True):
+                if len(done_here) >= self.max_candidates:
+                    break
+                done_here[seq] = new_finished[seq]
+        self.sum_logprobs = new_sums
+        done = all(len(f) >= self.max_candidates for f in self.finished)
+        return (
+            torch.tensor(next_tokens, dtype=torch.long, device=device),
+            torch.tensor(sources, dtype=torch.long, device=device),
+            done,
+        )
+
+    def finalize(self, seqs: _Sequences, sample_begin: int) -> list[list[tuple[list[int], float]]]:
+        rows = seqs.buffer[:, : seqs.length].tolist()
+        out = []
+        for a in range(self.n_audio):
+            done_here = self.finished[a]
+            if len(done_here) < self.beam_size:
+                live = range(a * self.beam_size, (a + 1) * self.beam_size)
+                for row in sorted(live, key=lambda r: self.sum_logprobs[r], reverse=True):
+                    done_here[(*rows[row], self.eot)] = self.sum_logprobs[row]
+                    if len(done_here) >= self.beam_size:
+                        break
+            out.append([(list(seq[sample_begin:-1]), lp) for seq, lp in done_here.items()])
+        return out

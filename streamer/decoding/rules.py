@@ -1,0 +1,112 @@
+"""Whisper's logit rules as pure tensor operations over a batch of rows.
+
+Suppress-blank, the suppress-token list and the timestamp rules (no <|notimestamps|>, timestamps in
+pairs, never decreasing, an initial timestamp first and at most ``max_initial_timestamp`` in, and a
+timestamp forced when their total probability beats every text token) are evaluated per row from a
+small state of tensors, with no host synchronisation: the step can run inside a captured graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from streamer.mel import TIME_PER_TOKEN
+from streamer.tokenizer import Tokenizer
+
+
+@dataclass
+class RuleState:
+    """Per-row decoding state the rules read, (B,) each; updated in place by ``advance``."""
+
+    n_sampled: Tensor  # tokens sampled so far (after the prompt and prefix)
+    last: Tensor  # last sampled token, -1 if none
+    penultimate: Tensor  # the one before it, -1 if none
+    last_timestamp: Tensor  # last sampled timestamp token, -1 if none
+
+    @classmethod
+    def new(cls, batch_size: int, device: torch.device) -> RuleState:
+        def full(v: int) -> Tensor:
+            return torch.full((batch_size,), v, dtype=torch.long, device=device)
+
+        return cls(full(0), full(-1), full(-1), full(-1))
+
+    def reset_rows(self, rows: Tensor) -> None:
+        self.n_sampled.index_fill_(0, rows, 0)
+        for t in (self.last, self.penultimate, self.last_timestamp):
+            t.index_fill_(0, rows, -1)
+
+    def advance(self, tokens: Tensor, timestamp_begin: int) -> None:
+        """Record one sampled token per row."""
+        self.penultimate.copy_(self.last)
+        self.last.copy_(tokens)
+        self.n_sampled.add_(1)
+        self.last_timestamp.copy_(torch.where(tokens >= timestamp_begin, tokens, self.last_timestamp))
+
+    def reorder(self, index: Tensor) -> None:
+        for t in (self.n_sampled, self.last, self.penultimate, self.last_timestamp):
+            t.copy_(t.index_select(0, index))
+
+
+class LogitRules:
+    """The logit filters of one decoding configuration, precomputed as masks over the vocabulary."""
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        n_vocab: int,
+        device: torch.device,
+        suppress_tokens: list[int],
+        suppress_blank: bool = True,
+        timestamps: bool = True,
+        max_initial_timestamp: float | None = 1.0,
+    ):
+        self.eot = tokenizer.eot
+        self.timestamp_begin = tokenizer.timestamp_begin
+        self.timestamps = timestamps
+        self.vocab = torch.arange(n_vocab, device=device)  # (V,)
+        suppress = torch.zeros(n_vocab, dtype=torch.bool, device=device)
+        suppress[[t for t in suppress_tokens if 0 <= t < n_vocab]] = True
+        if timestamps:
+            suppress[tokenizer.no_timestamps] = True
+        self.suppress = suppress  # (V,)
+        blank = torch.zeros(n_vocab, dtype=torch.bool, device=device)
+        if suppress_blank:
+            blank[tokenizer.encode(" ") + [tokenizer.eot]] = True
+        self.blank = blank  # (V,)
+        self.is_timestamp = self.vocab >= self.timestamp_begin  # (V,)
+        self.is_text = self.vocab < self.eot  # (V,)
+        self.max_initial = (
+            self.timestamp_begin + round(max_initial_timestamp / TIME_PER_TOKEN)
+            if max_initial_timestamp is not None
+            else n_vocab
+        )
+
+    def apply(self, logits: Tensor, state: RuleState) -> Tensor:
+        """logits (B, V) float32 -> filtered logits (B, V), -inf where a rule forbids a token."""
+        first = (state.n_sampled == 0)[:, None]  # (B, 1)
+        mask = self.suppress[None, :] | (first & self.blank[None, :])  # (B, V)
+        if self.timestamps:
+            last_ts = (state.n_sampled >= 1) & (state.last >= self.timestamp_begin)
+            penult_ts = (state.n_sampled < 2) | (state.penultimate >= self.timestamp_begin)
+            # Timestamps come in pairs, except right before the end of text.
+            mask = mask | ((last_ts & penult_ts)[:, None] & self.is_timestamp[None, :])
+            mask = mask | ((last_ts & ~penult_ts)[:, None] & self.is_text[None, :])
+            # Timestamps never decrease, and a segment has a non-zero length.
+            floor = torch.where(last_ts & ~penult_ts, state.last_timestamp, state.last_timestamp + 1)
+            seen = (state.last_timestamp >= 0)[:, None]
+            mask = mask | (seen & self.is_timestamp[None, :] & (self.vocab[None, :] < floor[:, None]))
+            # The first sampled token is a timestamp, at most max_initial_timestamp in.
+            mask = mask | (first & ~self.is_timestamp[None, :])
+            mask = mask | (first & (self.vocab[None, :] > self.max_initial))
+        logits = logits.masked_fill(mask, float("-inf"))
+        if self.timestamps:
+            # Force a timestamp when their summed probability beats every single text token.
+            logprobs = torch.log_softmax(logits, dim=-1)
+            ts_logprob = torch.logsumexp(logprobs[:, self.timestamp_begin :], dim=-1)
+            text_max = logprobs[:, : self.timestamp_begin].max(dim=-1).values
+            force = (ts_logprob > text_max)[:, None] & ~self.is_timestamp[None, :]
+            logits = logits.masked_fill(force, float("-inf"))
+        return logits

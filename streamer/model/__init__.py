@@ -1,0 +1,1 @@
+"""Whisper in PyTorch: dimensions, modules, weight loading."""

@@ -1,0 +1,281 @@
+"""Whisper encoder and decoder, with a preallocated, in-place KV cache.
+
+The decoder never grows a tensor while decoding: self-attention keys and values are written into a
+cache allocated once (``n_text_ctx`` positions per row) at explicit position indices, and the
+cross-attention keys and values are computed once per encoder output and reused for every token.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from streamer.model.dims import ModelDimensions
+
+
+def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> Tensor:
+    """The encoder's fixed sinusoidal position embedding, (length, channels)."""
+    assert channels % 2 == 0
+    log_timescale_increment = math.log(max_timescale) / (channels // 2 - 1)
+    inv_timescales = torch.exp(-log_timescale_increment * torch.arange(channels // 2, dtype=torch.float32))
+    scaled_time = torch.arange(length, dtype=torch.float32)[:, None] * inv_timescales[None, :]
+    return torch.cat([torch.sin(scaled_time), torch.cos(scaled_time)], dim=1)  # (length, channels)
+
+
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm computed in float32 whatever the model's dtype, as Whisper was trained."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.layer_norm(
+            x.float(), self.normalized_shape, self.weight.float(), self.bias.float(), self.eps
+        ).type(x.dtype)
+
+
+def _split_heads(x: Tensor, n_head: int) -> Tensor:
+    b, t, d = x.shape
+    return x.view(b, t, n_head, d // n_head).transpose(1, 2)  # (B, H, T, Dh)
+
+
+def _merge_heads(x: Tensor) -> Tensor:
+    b, h, t, dh = x.shape
+    return x.transpose(1, 2).reshape(b, t, h * dh)  # (B, T, D)
+
+
+class MultiHeadAttention(nn.Module):
+    def __init__(self, n_state: int, n_head: int):
+        super().__init__()
+        self.n_head = n_head
+        self.query = nn.Linear(n_state, n_state)
+        self.key = nn.Linear(n_state, n_state, bias=False)
+        self.value = nn.Linear(n_state, n_state)
+        self.out = nn.Linear(n_state, n_state)
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+        """q (B, Tq, D), k and v (B, Tk, D), mask (B, 1, Tq, Tk) bool -> (B, Tq, D)."""
+        out = F.scaled_dot_product_attention(
+            _split_heads(q, self.n_head),  # (B, H, Tq, Dh)
+            _split_heads(k, self.n_head),  # (B, H, Tk, Dh)
+            _split_heads(v, self.n_head),  # (B, H, Tk, Dh)
+            attn_mask=mask,
+        )
+        return self.out(_merge_heads(out))
+
+    def attention_weights(self, q: Tensor, k: Tensor) -> Tensor:
+        """Softmax attention weights, q (B, Tq, D) and k (B, Tk, D) -> (B, H, Tq, Tk)."""
+        qh = _split_heads(q, self.n_head).float()  # (B, H, Tq, Dh)
+        kh = _split_heads(k, self.n_head).float()  # (B, H, Tk, Dh)
+        scale = qh.shape[-1] ** -0.5
+        return torch.softmax(qh @ kh.transpose(-1, -2) * scale, dim=-1)
+
+
+class MLP(nn.Sequential):
+    def __init__(self, n_state: int):
+        super().__init__(nn.Linear(n_state, 4 * n_state), nn.GELU(), nn.Linear(4 * n_state, n_state))
+
+
+class EncoderBlock(nn.Module):
+    def __init__(self, n_state: int, n_head: int):
+        super().__init__()
+        self.attn = MultiHeadAttention(n_state, n_head)
+        self.attn_ln = LayerNorm(n_state)
+        self.mlp = MLP(n_state)
+        self.mlp_ln = LayerNorm(n_state)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.attn_ln(x)
+        x = x + self.attn.attend(self.attn.query(h), self.attn.key(h), self.attn.value(h))
+        return x + self.mlp(self.mlp_ln(x))
+
+
+class AudioEncoder(nn.Module):
+    def __init__(self, dims: ModelDimensions):
+        super().__init__()
+        self.conv1 = nn.Conv1d(dims.n_mels, dims.n_audio_state, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv1d(dims.n_audio_state, dims.n_audio_state, kernel_size=3, stride=2, padding=1)
+        self.register_buffer("positional_embedding", sinusoids(dims.n_audio_ctx, dims.n_audio_state))
+        self.blocks = nn.ModuleList(
+            EncoderBlock(dims.n_audio_state, dims.n_audio_head) for _ in range(dims.n_audio_layer)
+        )
+        self.ln_post = LayerNorm(dims.n_audio_state)
+
+    def forward(self, mel: Tensor) -> Tensor:
+        """mel (B, n_mels, 2 * T) -> audio features (B, T, D), T <= n_audio_ctx (shorter = audio_ctx)."""
+        x = F.gelu(self.conv1(mel))  # (B, D, 2T)
+        x = F.gelu(self.conv2(x))  # (B, D, T)
+        x = x.permute(0, 2, 1)  # (B, T, D)
+        n_frames = x.shape[1]
+        if n_frames > self.positional_embedding.shape[0]:
+            raise ValueError(f"audio of {n_frames} frames is longer than the encoder's context")
+        x = x + self.positional_embedding[:n_frames].to(x.dtype)
+        for block in self.blocks:
+            x = block(x)
+        return self.ln_post(x)
+
+
+@dataclass
+class KVCache:
+    """Decoder state for a fixed number of rows, allocated once and written in place.
+
+    self_k/self_v: (L, B, n_text_ctx, D), written at token positions.
+    cross_k/cross_v: (L, B, n_audio, D), written once per encoder output.
+    """
+
+    self_k: Tensor
+    self_v: Tensor
+    cross_k: Tensor
+    cross_v: Tensor
+
+    @property
+    def batch_size(self) -> int:
+        return self.self_k.shape[1]
+
+    def reorder(self, index: Tensor) -> None:
+        """Rows take the state of rows ``index`` (beam search), in place."""
+        for t in (self.self_k, self.self_v, self.cross_k, self.cross_v):
+            t.copy_(t.index_select(1, index))
+
+
+class DecoderBlock(nn.Module):
+    def __init__(self, n_state: int, n_head: int):
+        super().__init__()
+        self.attn = MultiHeadAttention(n_state, n_head)
+        self.attn_ln = LayerNorm(n_state)
+        self.cross_attn = MultiHeadAttention(n_state, n_head)
+        self.cross_attn_ln = LayerNorm(n_state)
+        self.mlp = MLP(n_state)
+        self.mlp_ln = LayerNorm(n_state)
+
+    def forward(
+        self,
+        x: Tensor,
+        positions: Tensor,
+        self_mask: Tensor,
+        k_cache: Tensor,
+        v_cache: Tensor,
+        cross_k: Tensor,
+        cross_v: Tensor,
+        kv_len: int,
+    ) -> Tensor:
+        """x (B, T, D); positions (B, T); self_mask (B, 1, T, kv_len); caches (B, S, D), (B, Ta, D)."""
+        h = self.attn_ln(x)
+        index = positions.unsqueeze(-1).expand(-1, -1, h.shape[-1])  # (B, T, D)
+        k_cache.scatter_(1, index, self.attn.key(h))
+        v_cache.scatter_(1, index, self.attn.value(h))
+        x = x + self.attn.attend(self.attn.query(h), k_cache[:, :kv_len], v_cache[:, :kv_len], self_mask)
+        h = self.cross_attn_ln(x)
+        x = x + self.cross_attn.attend(self.cross_attn.query(h), cross_k, cross_v)
+        return x + self.mlp(self.mlp_ln(x))
+
+
+class TextDecoder(nn.Module):
+    def __init__(self, dims: ModelDimensions):
+        super().__init__()
+        self.dims = dims
+        self.token_embedding = nn.Embedding(dims.n_vocab, dims.n_text_state)
+        self.positional_embedding = nn.Parameter(torch.zeros(dims.n_text_ctx, dims.n_text_state))
+        self.blocks = nn.ModuleList(
+            DecoderBlock(dims.n_text_state, dims.n_text_head) for _ in range(dims.n_text_layer)
+        )
+        self.ln = LayerNorm(dims.n_text_state)
+
+    def new_cache(self, batch_size: int, n_audio: int | None = None) -> KVCache:
+        dims = self.dims
+        w = self.token_embedding.weight
+        n_audio = dims.n_audio_ctx if n_audio is None else n_audio
+        shape_self = (dims.n_text_layer, batch_size, dims.n_text_ctx, dims.n_text_state)
+        shape_cross = (dims.n_text_layer, batch_size, n_audio, dims.n_text_state)
+        return KVCache(
+            self_k=torch.zeros(shape_self, dtype=w.dtype, device=w.device),
+            self_v=torch.zeros(shape_self, dtype=w.dtype, device=w.device),
+            cross_k=torch.zeros(shape_cross, dtype=w.dtype, device=w.device),
+            cross_v=torch.zeros(shape_cross, dtype=w.dtype, device=w.device),
+        )
+
+    def set_audio(self, audio_features: Tensor, cache: KVCache, rows: Tensor | None = None) -> None:
+        """Compute cross-attention K/V of audio_features (B', Ta, D) once, into cache rows (all if None)."""
+        for i, block in enumerate(self.blocks):
+            k = block.cross_attn.key(audio_features)  # (B', Ta, D)
+            v = block.cross_attn.value(audio_features)
+            if rows is None:
+                cache.cross_k[i].copy_(k)
+                cache.cross_v[i].copy_(v)
+            else:
+                cache.cross_k[i].index_copy_(0, rows, k)
+                cache.cross_v[i].index_copy_(0, rows, v)
+
+    def forward(self, tokens: Tensor, positions: Tensor, cache: KVCache, kv_len: int | None = None) -> Tensor:
+        """tokens, positions (B, T) -> logits (B, T, V), float32.
+
+        Writes this step's keys/values into ``cache`` at ``positions`` and attends, per row, to every
+        cached position <= its own. ``kv_len`` bounds the positions looked at (all of them if None, the
+        shape-static form used for graph capture); it must exceed every position.
+        """
+        kv_len = self.dims.n_text_ctx if kv_len is None else kv_len
+        x = self.token_embedding(tokens) + self.positional_embedding[positions]  # (B, T, D)
+        key_pos = torch.arange(kv_len, device=tokens.device)
+        self_mask = (key_pos[None, None, :] <= positions[:, :, None]).unsqueeze(1)  # (B, 1, T, kv_len)
+        for i, block in enumerate(self.blocks):
+            x = block(
+                x, positions, self_mask, cache.self_k[i], cache.self_v[i], cache.cross_k[i], cache.cross_v[i],
+                kv_len,
+            )
+        x = self.ln(x)
+        return (x @ self.token_embedding.weight.to(x.dtype).T).float()  # (B, T, V)
+
+    def cross_attention_weights(self, tokens: Tensor, audio_features: Tensor) -> Tensor:
+        """Cross-attention weights of every layer for a whole token sequence, recomputed without a cache.
+
+        tokens (B, T), audio_features (B, Ta, D) -> (L, B, H, T, Ta). Used for word alignment only.
+        """
+        b, t = tokens.shape
+        positions = torch.arange(t, device=tokens.device).expand(b, t)
+        cache = self.new_cache(b, audio_features.shape[1])
+        self.set_audio(audio_features, cache)
+        x = self.token_embedding(tokens) + self.positional_embedding[positions]
+        key_pos = torch.arange(t, device=tokens.device)
+        self_mask = (key_pos[None, None, :] <= positions[:, :, None]).unsqueeze(1)  # (B, 1, T, T)
+        weights = []
+        for i, block in enumerate(self.blocks):
+            h = block.cross_attn_ln(
+                x + block.attn.attend(
+                    block.attn.query(block.attn_ln(x)), block.attn.key(block.attn_ln(x)),
+                    block.attn.value(block.attn_ln(x)), self_mask,
+                )
+            )
+            weights.append(block.cross_attn.attention_weights(block.cross_attn.query(h), cache.cross_k[i]))
+            x = block(
+                x, positions, self_mask, cache.self_k[i], cache.self_v[i], cache.cross_k[i], cache.cross_v[i], t
+            )
+        return torch.stack(weights)  # (L, B, H, T, Ta)
+
+
+class Whisper(nn.Module):
+    def __init__(self, dims: ModelDimensions, alignment_heads: list[tuple[int, int]] | None = None):
+        super().__init__()
+        self.dims = dims
+        self.encoder = AudioEncoder(dims)
+        self.decoder = TextDecoder(dims)
+        if alignment_heads is None:
+            # Without a list from the checkpoint, use every head of the last half of the layers.
+            alignment_heads = [
+                (layer, head)
+                for layer in range(dims.n_text_layer // 2, dims.n_text_layer)
+                for head in range(dims.n_text_head)
+            ]
+        self.alignment_heads = alignment_heads
+
+    @property
+    def device(self) -> torch.device:
+        return self.decoder.token_embedding.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.decoder.token_embedding.weight.dtype
+
+    @property
+    def is_multilingual(self) -> bool:
+        return self.dims.is_multilingual
