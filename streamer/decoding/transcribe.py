@@ -18,6 +18,7 @@ from streamer.decoding.decode import DecodingOptions, DecodingResult, decode_fea
 from streamer.mel import HOP_LENGTH, N_FRAMES, N_SAMPLES, TIME_PER_TOKEN, log_mel_spectrogram, pad_or_trim
 from streamer.model.whisper import Whisper
 from streamer.tokenizer import Tokenizer
+from streamer.vad import voiced_seconds
 
 TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
@@ -32,6 +33,9 @@ class TranscribeOptions:
     no_speech_threshold: float | None = 0.6
     condition_on_previous_text: bool = True
     initial_prompt: str | None = None
+    # Beyond Whisper's own checks: a window in which webrtcvad hears less than this much speech is
+    # skipped, so silence and faint noise never reach the decoder (which invents text on them).
+    min_voiced_seconds: float | None = 0.15
 
 
 @dataclass
@@ -160,29 +164,31 @@ def transcribe(
     while seek < content_frames:
         size = min(N_FRAMES, content_frames - seek)
         time_offset = seek * HOP_LENGTH / SAMPLE_RATE
-        window_options = replace(decoding, prompt=tuple(all_tokens[prompt_reset_since:]))
-        result = decode_with_fallback(model, tokenizer, features(seek, size), window_options, options)
-        if is_silent(result, options):
-            seek += size
-            if progress:
-                progress(min(seek * HOP_LENGTH / SAMPLE_RATE, duration), duration)
-            continue
-        pieces, advance = split_segments(result.tokens, tokenizer, time_offset, size)
-        for start, end, piece in pieces:
-            text = tokenizer.decode(piece)
-            if start == end or not text.strip():
-                text, piece = "", []
-            segments.append(
-                Segment(
-                    start=start, end=end, text=text, tokens=piece, avg_logprob=result.avg_logprob,
-                    no_speech_prob=result.no_speech_prob, temperature=result.temperature,
-                    compression_ratio=result.compression_ratio,
-                )
-            )
-            all_tokens.extend(piece)
+        advance = size
+        window_audio = audio[seek * HOP_LENGTH : (seek + size) * HOP_LENGTH]
+        quiet = options.min_voiced_seconds is not None and voiced_seconds(window_audio) < options.min_voiced_seconds
+        if not quiet:
+            window_options = replace(decoding, prompt=tuple(all_tokens[prompt_reset_since:]))
+            result = decode_with_fallback(model, tokenizer, features(seek, size), window_options, options)
+            if not is_silent(result, options):
+                pieces, advance = split_segments(result.tokens, tokenizer, time_offset, size)
+                for start, end, piece in pieces:
+                    end = min(end, duration)  # Whisper may place the last timestamp past the audio
+                    start = min(start, end)
+                    text = tokenizer.decode(piece)
+                    if start == end or not text.strip():
+                        text, piece = "", []
+                    segments.append(
+                        Segment(
+                            start=start, end=end, text=text, tokens=piece, avg_logprob=result.avg_logprob,
+                            no_speech_prob=result.no_speech_prob, temperature=result.temperature,
+                            compression_ratio=result.compression_ratio,
+                        )
+                    )
+                    all_tokens.extend(piece)
+                if not options.condition_on_previous_text or result.temperature > 0.5:
+                    prompt_reset_since = len(all_tokens)
         seek += advance
-        if not options.condition_on_previous_text or result.temperature > 0.5:
-            prompt_reset_since = len(all_tokens)
         if progress:
             progress(min(seek * HOP_LENGTH / SAMPLE_RATE, duration), duration)
     segments = [s for s in segments if s.text]

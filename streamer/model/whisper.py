@@ -21,8 +21,9 @@ def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> Ten
     """The encoder's fixed sinusoidal position embedding, (length, channels)."""
     assert channels % 2 == 0
     log_timescale_increment = math.log(max_timescale) / (channels // 2 - 1)
-    inv_timescales = torch.exp(-log_timescale_increment * torch.arange(channels // 2, dtype=torch.float32))
-    scaled_time = torch.arange(length, dtype=torch.float32)[:, None] * inv_timescales[None, :]
+    cpu = torch.device("cpu")  # explicit, so building on the meta device stays cheap
+    inv_timescales = torch.exp(-log_timescale_increment * torch.arange(channels // 2, device=cpu))
+    scaled_time = torch.arange(length, dtype=torch.float32, device=cpu)[:, None] * inv_timescales[None, :]
     return torch.cat([torch.sin(scaled_time), torch.cos(scaled_time)], dim=1)  # (length, channels)
 
 

