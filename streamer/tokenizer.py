@@ -165,7 +165,8 @@ class Tokenizer:
     def non_speech_tokens(self) -> tuple[int, ...]:
         """Tokens of symbols that are not speech (Whisper's default suppress list)."""
         symbols = list('"#()*+/:;<=>@[\\]^_`{|}~「」『』')
-        symbols += "<< >> <<< >>> -- --- -( -[ (' (\" (( )) ((( ))) [[ ]] {{ }} ♪♪ ♪♪♪".split()
+        symbols += ["<<", ">>", "<<<", ">>>", "--", "---", "-(", "-[", "('", '("', "((", "))", "(((", ")))"]
+        symbols += ["[[", "]]", "{{", "}}", "♪♪", "♪♪♪"]
         miscellaneous = set("♩♪♫♬♭♮♯")
         result = {self.encode(" -")[0], self.encode(" '")[0]}
         for symbol in symbols + sorted(miscellaneous):

@@ -149,10 +149,9 @@ def transcribe(
         return model.encoder(window[None].to(model.dtype))  # (1, Ta, D)
 
     language = decoding.language or "en"
-    if tokenizer.is_multilingual and decoding.language is None:
-        if content_frames > 0:
-            probs = detect_language(model, tokenizer, features(0, N_FRAMES))[0]
-            language = max(probs, key=probs.__getitem__)
+    if tokenizer.is_multilingual and decoding.language is None and content_frames > 0:
+        probs = detect_language(model, tokenizer, features(0, N_FRAMES))[0]
+        language = max(probs, key=probs.__getitem__)
     decoding = replace(decoding, language=language)
 
     all_tokens: list[int] = []

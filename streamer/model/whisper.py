@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -93,6 +94,8 @@ class EncoderBlock(nn.Module):
 
 
 class AudioEncoder(nn.Module):
+    positional_embedding: Tensor
+
     def __init__(self, dims: ModelDimensions):
         super().__init__()
         self.conv1 = nn.Conv1d(dims.n_mels, dims.n_audio_state, kernel_size=3, padding=1)
@@ -112,7 +115,7 @@ class AudioEncoder(nn.Module):
         if n_frames > self.positional_embedding.shape[0]:
             raise ValueError(f"audio of {n_frames} frames is longer than the encoder's context")
         x = x + self.positional_embedding[:n_frames].to(x.dtype)
-        for block in self.blocks:
+        for block in cast(list[EncoderBlock], self.blocks):
             x = block(x)
         return self.ln_post(x)
 
@@ -198,7 +201,7 @@ class TextDecoder(nn.Module):
 
     def set_audio(self, audio_features: Tensor, cache: KVCache, rows: Tensor | None = None) -> None:
         """Compute cross-attention K/V of audio_features (B', Ta, D) once, into cache rows (all if None)."""
-        for i, block in enumerate(self.blocks):
+        for i, block in enumerate(cast(list[DecoderBlock], self.blocks)):
             k = block.cross_attn.key(audio_features)  # (B', Ta, D)
             v = block.cross_attn.value(audio_features)
             if rows is None:
@@ -226,32 +229,6 @@ class TextDecoder(nn.Module):
             )
         x = self.ln(x)
         return (x @ self.token_embedding.weight.to(x.dtype).T).float()  # (B, T, V)
-
-    def cross_attention_weights(self, tokens: Tensor, audio_features: Tensor) -> Tensor:
-        """Cross-attention weights of every layer for a whole token sequence, recomputed without a cache.
-
-        tokens (B, T), audio_features (B, Ta, D) -> (L, B, H, T, Ta). Used for word alignment only.
-        """
-        b, t = tokens.shape
-        positions = torch.arange(t, device=tokens.device).expand(b, t)
-        cache = self.new_cache(b, audio_features.shape[1])
-        self.set_audio(audio_features, cache)
-        x = self.token_embedding(tokens) + self.positional_embedding[positions]
-        key_pos = torch.arange(t, device=tokens.device)
-        self_mask = (key_pos[None, None, :] <= positions[:, :, None]).unsqueeze(1)  # (B, 1, T, T)
-        weights = []
-        for i, block in enumerate(self.blocks):
-            h = block.cross_attn_ln(
-                x + block.attn.attend(
-                    block.attn.query(block.attn_ln(x)), block.attn.key(block.attn_ln(x)),
-                    block.attn.value(block.attn_ln(x)), self_mask,
-                )
-            )
-            weights.append(block.cross_attn.attention_weights(block.cross_attn.query(h), cache.cross_k[i]))
-            x = block(
-                x, positions, self_mask, cache.self_k[i], cache.self_v[i], cache.cross_k[i], cache.cross_v[i], t
-            )
-        return torch.stack(weights)  # (L, B, H, T, Ta)
 
 
 class Whisper(nn.Module):

@@ -94,8 +94,8 @@ def test_multilingual_detects_language_and_translates(base, tmp_path) -> None:
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng not installed")
     wav = tmp_path / "de.wav"
-    subprocess.run(["espeak-ng", "-v", "de", "-w", str(wav), "Guten Morgen. Heute ist das Wetter sehr schön, und wir gehen in den Park."],
-                   check=True)
+    sentence = "Guten Morgen. Heute ist das Wetter sehr schön, und wir gehen in den Park."
+    subprocess.run(["espeak-ng", "-v", "de", "-w", str(wav), sentence], check=True)
     audio = load_audio(wav)
     spoken = transcribe(base.model, base.tokenizer, audio)
     assert spoken.language == "de"
@@ -107,6 +107,7 @@ def test_multilingual_detects_language_and_translates(base, tmp_path) -> None:
 
 
 def test_multilingual_transcribes_english(base) -> None:
-    result = transcribe(base.model, base.tokenizer, load_audio(FIXTURES / "sense_and_sensibility_01_austen_64kb-0890.wav"))
+    audio = load_audio(FIXTURES / "sense_and_sensibility_01_austen_64kb-0890.wav")
+    result = transcribe(base.model, base.tokenizer, audio)
     assert result.language == "en"
     assert "selfish" in normalize(result.text)

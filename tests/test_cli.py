@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamer.cli import main
+
+from .conftest import FIXTURES, normalize
+from .test_audio import write_wav
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "streamer", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_transcribe_prints_text() -> None:
+    proc = run_cli("transcribe", str(FIXTURES / "sense_and_sensibility_01_austen_64kb-0890.wav"))
+    assert proc.returncode == 0, proc.stderr
+    assert normalize(proc.stdout) == "unless to be rather cold hearted and rather selfish is to be ill disposed"
+    assert proc.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("bad.wav", "malformed WAV (chunk 'fmt ' of 1717986918 bytes runs past the end)"),
+        ("evil.wav", "malformed WAV (chunk 'HURF' of 960051513 bytes runs past the end)"),
+        ("awful.wav", "unsupported sample rate 1092676 Hz (expected 1000-384000)"),
+    ],
+)
+def test_malformed_file_exits_2_with_one_line(name: str, message: str) -> None:
+    proc = run_cli("transcribe", str(FIXTURES / name))
+    assert proc.returncode == 2
+    assert proc.stderr == f"streamer: error: {FIXTURES / name}: {message}\n"
+    assert proc.stdout == ""
+
+
+def test_empty_wav_gives_empty_transcript(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["transcribe", str(FIXTURES / "null.wav")]) == 0
+    assert capsys.readouterr().out == "\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "no-such-model"], "streamer: error: no-such-model: no such model (bundled models: tiny.en, base;"),
+        (["--language", "klingon"], "streamer: error: --language: unknown language 'klingon'"),
+        (["--language", "de"], "streamer: error: --language de: model tiny.en is English-only"),
+        (["--task", "translate"], "streamer: error: --task translate: model tiny.en is English-only"),
+        (["--output-dir", "/no/such/dir"], "streamer: error: --output-dir: /no/such/dir is not a directory"),
+    ],
+)
+def test_bad_options_exit_2(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["transcribe", str(FIXTURES / "001.wav"), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--beam-size", "0"], "argument --beam-size: expected a positive whole number, got '0'"),
+        (["--format", "docx"], "argument --format: invalid choice: 'docx'"),
+        (["--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
+    ],
+)
+def test_bad_option_values_exit_2(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["transcribe", str(FIXTURES / "001.wav"), *args])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cuda_device_without_cuda(capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(["transcribe", str(FIXTURES / "001.wav"), "--device", "cuda"]) == 2
+    assert capsys.readouterr().err == "streamer: error: --device cuda: CUDA is not available on this machine\n"
+
+
+def parse_srt(text: str) -> list[tuple[int, str, str, str]]:
+    cues = []
+    for block in text.strip().split("\n\n"):
+        index, times, *lines = block.split("\n")
+        start, end = times.split(" --> ")
+        cues.append((int(index), start, end, " ".join(lines)))
+    return cues
+
+
+def test_srt_json_and_vtt_outputs(tmp_path: Path) -> None:
+    clip = str(FIXTURES / "sense_and_sensibility_01_austen_64kb-0870.wav")
+    for fmt in ("srt", "vtt", "json"):
+        assert main(["transcribe", clip, "--format", fmt, "--output-dir", str(tmp_path)]) == 0
+    stem = "sense_and_sensibility_01_austen_64kb-0870"
+    cues = parse_srt((tmp_path / f"{stem}.srt").read_text())
+    assert cues[0][0] == 1 and cues[0][1] == "00:00:00,000"
+    assert "dashwood" in normalize(" ".join(c[3] for c in cues))
+    vtt = (tmp_path / f"{stem}.vtt").read_text()
+    assert vtt.startswith("WEBVTT\n\n00:00:00.000 --> ")
+    data = json.loads((tmp_path / f"{stem}.json").read_text())
+    assert data["language"] == "en" and "Dashwood" in data["text"]
+    assert all(s["start"] <= s["end"] <= data["duration"] for s in data["segments"])
+
+
+def test_progress_bar_for_audio_over_a_minute(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "long.wav"
+    write_wav(path, np.zeros(16000 * 62, dtype=np.float32), 16000, 1, 16)
+    assert main(["transcribe", str(path), "--progress"]) == 0
+    err = capsys.readouterr().err
+    assert "long.wav [" in err and "100%" in err and "62.0/62.0 s" in err
