@@ -3,6 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh test,base
-.venv/bin/ruff check streamer tests bench
+.venv/bin/ruff check streamer tests $(ls -d bench 2>/dev/null)
 .venv/bin/mypy streamer
 exec .venv/bin/python -m pytest -q "$@"
