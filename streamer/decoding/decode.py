@@ -12,8 +12,9 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import Tensor
 
+from streamer.decoding.greedy import RowRequest, decode_rows
 from streamer.decoding.rules import LogitRules, RuleState
-from streamer.model.whisper import Whisper
+from streamer.model.whisper import KVCache, Whisper
 from streamer.tokenizer import Tokenizer
 
 
@@ -150,70 +151,28 @@ def _decode_batch(
     n_group = (options.beam_size or 1) if beam else (options.best_of or 1)
     rows = n_audio * n_group
     initial = _initial_tokens(tokenizer, options, n_ctx, language)
-    sample_begin = len(initial)
     sample_len = options.sample_len or n_ctx // 2
-    sot_index = initial.index(tokenizer.sot)
-
     rules = LogitRules(
         tokenizer, model.dims.n_vocab, device, suppress_list(tokenizer, options), options.suppress_blank,
-        timestamps=not options.without_timestamps, max_initial_timestamp=options.max_initial_timestamp,
+        max_initial_timestamp=options.max_initial_timestamp,
     )
-    state = RuleState.new(rows, device)
     cache = model.decoder.new_cache(rows, audio_features.shape[1])
     model.decoder.set_audio(audio_features.repeat_interleave(n_group, dim=0), cache)
-    seqs = _Sequences(initial, rows, n_ctx + 1, device)
-
-    positions = torch.arange(sample_begin, device=device).expand(rows, -1)
-    logits = model.decoder(seqs.buffer[:, :sample_begin], positions, cache, kv_len=sample_begin)
-    no_speech_probs = [0.0] * n_audio
-    if tokenizer.no_speech is not None:
-        probs_at_sot = logits[::n_group, sot_index].softmax(dim=-1)
-        no_speech_probs = probs_at_sot[:, tokenizer.no_speech].tolist()
-    logits = logits[:, -1]  # (rows, V)
-
-    searcher = _BeamSearch(options, n_audio, n_group, tokenizer.eot) if beam else None
-    sum_logprobs = torch.zeros(rows, device=device)
-    finished = torch.zeros(rows, dtype=torch.bool, device=device)
-    for _ in range(sample_len):
-        logits = rules.apply(logits, state)
-        logprobs = torch.log_softmax(logits, dim=-1)
-        if searcher is not None:
-            next_tokens, source, done = searcher.step(seqs, logprobs)
-            cache.reorder(source)
-            state.reorder(source)
-            seqs.reorder(source)
-        else:
-            if options.temperature == 0:
-                next_tokens = logits.argmax(dim=-1)
-            else:
-                gumbel = -torch.log(-torch.log(torch.rand_like(logits).clamp_(min=1e-20)))
-                next_tokens = (logits / options.temperature + gumbel).argmax(dim=-1)
-            picked = logprobs.gather(1, next_tokens[:, None])[:, 0]
-            sum_logprobs += torch.where(finished, torch.zeros_like(picked), picked)
-            next_tokens = torch.where(finished, torch.full_like(next_tokens, tokenizer.eot), next_tokens)
-            finished |= next_tokens == tokenizer.eot
-            done = bool(finished.all())
-        seqs.append(next_tokens)
-        state.advance(next_tokens, rules.timestamp_begin)
-        if done or seqs.length >= n_ctx:
-            break
-        positions = torch.full((rows, 1), seqs.length - 1, dtype=torch.long, device=device)
-        logits = model.decoder(next_tokens[:, None], positions, cache, kv_len=seqs.length)[:, 0]
-
-    if searcher is not None:
-        candidates = searcher.finalize(seqs, sample_begin)
+    if beam:
+        candidates = _beam_search(model, tokenizer, cache, rules, initial, options, n_audio, n_group, sample_len)
     else:
-        tokens_host = seqs.buffer[:, sample_begin : seqs.length].tolist()
-        sums = sum_logprobs.tolist()
-        candidates = [
-            [(_until_eot(tokens_host[a * n_group + g], tokenizer.eot), sums[a * n_group + g]) for g in range(n_group)]
-            for a in range(n_audio)
-        ]
+        request = RowRequest(
+            tokens=tuple(initial), sot_index=initial.index(tokenizer.sot), temperature=options.temperature,
+            timestamps=not options.without_timestamps, sample_len=sample_len,
+        )
+        found = decode_rows(model, cache, [request] * rows, rules, tokenizer.no_speech)
+        groups = [found[a * n_group : (a + 1) * n_group] for a in range(n_audio)]
+        candidates = [([(r.tokens, r.sum_logprob) for r in g], g[0].no_speech_prob) for g in groups]
 
     results = []
     for a in range(n_audio):
         scored = [
-            (lp / _length_penalty(len(toks), options.length_penalty), toks, lp) for toks, lp in candidates[a]
+            (lp / _length_penalty(len(toks), options.length_penalty), toks, lp) for toks, lp in candidates[a][0]
         ]
         _, tokens, sum_lp = max(scored, key=lambda s: s[0])
         text = tokenizer.decode(tokens).strip()
@@ -223,12 +182,49 @@ def _decode_batch(
                 text=text,
                 language=language,
                 avg_logprob=sum_lp / (len(tokens) + 1),
-                no_speech_prob=no_speech_probs[a],
+                no_speech_prob=candidates[a][1],
                 temperature=options.temperature,
                 compression_ratio=compression_ratio(text),
             )
         )
     return results
+
+
+Candidates = tuple[list[tuple[list[int], float]], float]  # (tokens, sum of log-probs) per hypothesis; no-speech
+
+
+def _beam_search(
+    model: Whisper, tokenizer: Tokenizer, cache: KVCache, rules: LogitRules, initial: list[int],
+    options: DecodingOptions, n_audio: int, beam_size: int, sample_len: int,
+) -> list[Candidates]:
+    device = cache.self_k.device
+    n_ctx = model.dims.n_text_ctx
+    rows = n_audio * beam_size
+    sample_begin = len(initial)
+    state = RuleState.new([not options.without_timestamps] * rows, device)
+    seqs = _Sequences(initial, rows, n_ctx + 1, device)
+    positions = torch.arange(sample_begin, device=device).expand(rows, -1)
+    logits = model.decoder(seqs.buffer[:, :sample_begin], positions, cache, kv_len=sample_begin)
+    no_speech_probs = [0.0] * n_audio
+    if tokenizer.no_speech is not None:
+        probs_at_sot = logits[::beam_size, initial.index(tokenizer.sot)].softmax(dim=-1)
+        no_speech_probs = probs_at_sot[:, tokenizer.no_speech].tolist()
+    logits = logits[:, -1]  # (rows, V)
+    searcher = _BeamSearch(options, n_audio, beam_size, tokenizer.eot)
+    for _ in range(sample_len):
+        logprobs = torch.log_softmax(rules.apply(logits, state), dim=-1)
+        next_tokens, source, done = searcher.step(seqs, logprobs)
+        cache.reorder(source)
+        state.reorder(source)
+        seqs.reorder(source)
+        seqs.append(next_tokens)
+        state.advance(next_tokens, rules.timestamp_begin)
+        if done or seqs.length >= n_ctx:
+            break
+        positions = torch.full((rows, 1), seqs.length - 1, dtype=torch.long, device=device)
+        logits = model.decoder(next_tokens[:, None], positions, cache, kv_len=seqs.length)[:, 0]
+    finals = searcher.finalize(seqs, sample_begin)
+    return [(finals[a], no_speech_probs[a]) for a in range(n_audio)]
 
 
 def _until_eot(tokens: list[int], eot: int) -> list[int]:

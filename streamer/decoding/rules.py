@@ -25,18 +25,14 @@ class RuleState:
     last: Tensor  # last sampled token, -1 if none
     penultimate: Tensor  # the one before it, -1 if none
     last_timestamp: Tensor  # last sampled timestamp token, -1 if none
+    timestamps: Tensor  # bool: this row predicts timestamps (the timestamp rules apply to it)
 
     @classmethod
-    def new(cls, batch_size: int, device: torch.device) -> RuleState:
+    def new(cls, timestamps: list[bool], device: torch.device) -> RuleState:
         def full(v: int) -> Tensor:
-            return torch.full((batch_size,), v, dtype=torch.long, device=device)
+            return torch.full((len(timestamps),), v, dtype=torch.long, device=device)
 
-        return cls(full(0), full(-1), full(-1), full(-1))
-
-    def reset_rows(self, rows: Tensor) -> None:
-        self.n_sampled.index_fill_(0, rows, 0)
-        for t in (self.last, self.penultimate, self.last_timestamp):
-            t.index_fill_(0, rows, -1)
+        return cls(full(0), full(-1), full(-1), full(-1), torch.tensor(timestamps, dtype=torch.bool, device=device))
 
     def advance(self, tokens: Tensor, timestamp_begin: int) -> None:
         """Record one sampled token per row."""
@@ -46,7 +42,7 @@ class RuleState:
         self.last_timestamp.copy_(torch.where(tokens >= timestamp_begin, tokens, self.last_timestamp))
 
     def reorder(self, index: Tensor) -> None:
-        for t in (self.n_sampled, self.last, self.penultimate, self.last_timestamp):
+        for t in (self.n_sampled, self.last, self.penultimate, self.last_timestamp, self.timestamps):
             t.copy_(t.index_select(0, index))
 
 
@@ -60,17 +56,14 @@ class LogitRules:
         device: torch.device,
         suppress_tokens: list[int],
         suppress_blank: bool = True,
-        timestamps: bool = True,
         max_initial_timestamp: float | None = 1.0,
     ):
         self.eot = tokenizer.eot
         self.timestamp_begin = tokenizer.timestamp_begin
-        self.timestamps = timestamps
+        self.no_timestamps = tokenizer.no_timestamps
         self.vocab = torch.arange(n_vocab, device=device)  # (V,)
         suppress = torch.zeros(n_vocab, dtype=torch.bool, device=device)
         suppress[[t for t in suppress_tokens if 0 <= t < n_vocab]] = True
-        if timestamps:
-            suppress[tokenizer.no_timestamps] = True
         self.suppress = suppress  # (V,)
         blank = torch.zeros(n_vocab, dtype=torch.bool, device=device)
         if suppress_blank:
@@ -87,26 +80,26 @@ class LogitRules:
     def apply(self, logits: Tensor, state: RuleState) -> Tensor:
         """logits (B, V) float32 -> filtered logits (B, V), -inf where a rule forbids a token."""
         first = (state.n_sampled == 0)[:, None]  # (B, 1)
+        ts_rows = state.timestamps[:, None]  # (B, 1)
         mask = self.suppress[None, :] | (first & self.blank[None, :])  # (B, V)
-        if self.timestamps:
-            last_ts = (state.n_sampled >= 1) & (state.last >= self.timestamp_begin)
-            penult_ts = (state.n_sampled < 2) | (state.penultimate >= self.timestamp_begin)
-            # Timestamps come in pairs, except right before the end of text.
-            mask = mask | ((last_ts & penult_ts)[:, None] & self.is_timestamp[None, :])
-            mask = mask | ((last_ts & ~penult_ts)[:, None] & self.is_text[None, :])
-            # Timestamps never decrease, and a segment has a non-zero length.
-            floor = torch.where(last_ts & ~penult_ts, state.last_timestamp, state.last_timestamp + 1)
-            seen = (state.last_timestamp >= 0)[:, None]
-            mask = mask | (seen & self.is_timestamp[None, :] & (self.vocab[None, :] < floor[:, None]))
-            # The first sampled token is a timestamp, at most max_initial_timestamp in.
-            mask = mask | (first & ~self.is_timestamp[None, :])
-            mask = mask | (first & (self.vocab[None, :] > self.max_initial))
-        logits = logits.masked_fill(mask, float("-inf"))
-        if self.timestamps:
-            # Force a timestamp when their summed probability beats every single text token.
-            logprobs = torch.log_softmax(logits, dim=-1)
-            ts_logprob = torch.logsumexp(logprobs[:, self.timestamp_begin :], dim=-1)
-            text_max = logprobs[:, : self.timestamp_begin].max(dim=-1).values
-            force = (ts_logprob > text_max)[:, None] & ~self.is_timestamp[None, :]
-            logits = logits.masked_fill(force, float("-inf"))
-        return logits
+        # Rows with timestamps never emit <|notimestamps|>.
+        mask = mask | (ts_rows & (self.vocab == self.no_timestamps)[None, :])
+        last_ts = (state.n_sampled >= 1) & (state.last >= self.timestamp_begin)
+        penult_ts = (state.n_sampled < 2) | (state.penultimate >= self.timestamp_begin)
+        # Timestamps come in pairs, except right before the end of text.
+        rule = ((last_ts & penult_ts)[:, None] & self.is_timestamp[None, :]) | (
+            (last_ts & ~penult_ts)[:, None] & self.is_text[None, :]
+        )
+        # Timestamps never decrease, and a segment has a non-zero length.
+        floor = torch.where(last_ts & ~penult_ts, state.last_timestamp, state.last_timestamp + 1)
+        seen = (state.last_timestamp >= 0)[:, None]
+        rule = rule | (seen & self.is_timestamp[None, :] & (self.vocab[None, :] < floor[:, None]))
+        # The first sampled token is a timestamp, at most max_initial_timestamp in.
+        rule = rule | (first & ~self.is_timestamp[None, :]) | (first & (self.vocab[None, :] > self.max_initial))
+        logits = logits.masked_fill(mask | (ts_rows & rule), float("-inf"))
+        # Force a timestamp when their summed probability beats every single text token.
+        logprobs = torch.log_softmax(logits, dim=-1)
+        ts_logprob = torch.logsumexp(logprobs[:, self.timestamp_begin :], dim=-1)
+        text_max = logprobs[:, : self.timestamp_begin].max(dim=-1).values
+        force = (state.timestamps & (ts_logprob > text_max))[:, None] & ~self.is_timestamp[None, :]
+        return logits.masked_fill(force, float("-inf"))

@@ -23,9 +23,8 @@ def full_recompute_greedy(tiny, mel: torch.Tensor, options: DecodingOptions) -> 
         features = model.encoder(mel[None])
         tokens = tok.sot_sequence("en") + ([tok.no_timestamps] if options.without_timestamps else [])
         begin = len(tokens)
-        rules = LogitRules(tok, model.dims.n_vocab, features.device, suppress_list(tok, options),
-                           timestamps=not options.without_timestamps)
-        state = RuleState.new(1, features.device)
+        rules = LogitRules(tok, model.dims.n_vocab, features.device, suppress_list(tok, options))
+        state = RuleState.new([not options.without_timestamps], features.device)
         for _ in range(224):
             cache = model.decoder.new_cache(1)
             model.decoder.set_audio(features, cache)
