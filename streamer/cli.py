@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--format", choices=("text", "json", "srt", "vtt"), default="text")
     t.add_argument("--output-dir", type=Path, default=None, help="write FILE.FORMAT there instead of stdout")
     t.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    t.add_argument(
+        "--compute-type", choices=("float32", "int8", "float16", "bfloat16"), default=None,
+        help="weights precision (default: float32 on CPU, float16 on CUDA; int8 is CPU-only)",
+    )
     t.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for inference")
     t.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -87,6 +91,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     from streamer.audio import load_audio
     from streamer.decoding.decode import DecodingOptions
     from streamer.decoding.transcribe import TranscribeOptions, transcribe
+    from streamer.engine import apply_compute_type
     from streamer.formats import format_transcript
     from streamer.model.loading import load_model
     from streamer.tokenizer import LANGUAGES, TO_LANGUAGE_CODE
@@ -101,7 +106,8 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.output_dir is not None and not args.output_dir.is_dir():
         raise StreamerError(f"--output-dir: {args.output_dir} is not a directory")
-    loaded = load_model(args.model, device=device, dtype=torch.float16 if device.type == "cuda" else torch.float32)
+    loaded = load_model(args.model, device=device)
+    apply_compute_type(loaded, args.compute_type or ("float16" if device.type == "cuda" else "float32"))
     if not loaded.tokenizer.is_multilingual:
         if language not in (None, "en"):
             raise StreamerError(f"--language {args.language}: model {loaded.name} is English-only")

@@ -185,6 +185,8 @@ class TextDecoder(nn.Module):
             DecoderBlock(dims.n_text_state, dims.n_text_head) for _ in range(dims.n_text_layer)
         )
         self.ln = LayerNorm(dims.n_text_state)
+        # Tied output projection; set to a separate (quantisable) linear by quantize_int8.
+        self.projection: nn.Module | None = None
 
     def new_cache(self, batch_size: int, n_audio: int | None = None) -> KVCache:
         dims = self.dims
@@ -228,6 +230,8 @@ class TextDecoder(nn.Module):
                 kv_len,
             )
         x = self.ln(x)
+        if self.projection is not None:
+            return self.projection(x).float()  # (B, T, V)
         return (x @ self.token_embedding.weight.to(x.dtype).T).float()  # (B, T, V)
 
 

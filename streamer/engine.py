@@ -1,0 +1,147 @@
+"""The batched inference engine: the one entry point the streaming engine and the daemon use.
+
+It owns a model and a KV cache pool of ``max_batch`` fixed slots, allocated once. ``encode`` runs the
+encoder over a batch of mel windows (optionally shorter than 30 s: whisper.cpp's audio_ctx idea).
+``decode`` runs independent requests together, each with its own prompt, prefix, language, task,
+temperature and timestamp mode, in slots of the pool; rows finish independently and the slots are
+reused by the next call without reallocation.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from streamer.decoding.decode import DecodingOptions as _Defaults
+from streamer.decoding.decode import DecodingResult, compression_ratio, suppress_list
+from streamer.decoding.greedy import RowRequest, decode_rows
+from streamer.decoding.rules import LogitRules
+from streamer.errors import StreamerError
+from streamer.mel import pad_or_trim
+from streamer.model.loading import LoadedModel
+from streamer.model.whisper import KVCache
+
+COMPUTE_TYPES = ("float32", "int8", "float16", "bfloat16")
+
+
+@dataclass(frozen=True)
+class Request:
+    audio_features: Tensor  # (Ta, D), from Engine.encode
+    prompt: tuple[int, ...] = ()  # earlier text, as context
+    prefix: tuple[int, ...] = ()  # forced start of this text (not returned in the result)
+    language: str = "en"
+    task: str = "transcribe"
+    temperature: float = 0.0
+    timestamps: bool = True
+    sample_len: int = 224
+
+
+def quantize_int8(loaded: LoadedModel) -> None:
+    """Dynamic int8 quantisation of every linear layer, the tied output projection included (CPU)."""
+    decoder = loaded.model.decoder
+    projection = nn.Linear(decoder.dims.n_text_state, decoder.dims.n_vocab, bias=False)
+    projection.weight = nn.Parameter(decoder.token_embedding.weight.detach().clone(), requires_grad=False)
+    decoder.projection = projection
+    with warnings.catch_warnings():
+        # PyTorch announces the quantised tensor types' future removal on every call; it still works.
+        warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor", category=UserWarning)
+        torch.ao.quantization.quantize_dynamic(loaded.model, {nn.Linear}, dtype=torch.qint8, inplace=True)
+
+
+def apply_compute_type(loaded: LoadedModel, compute_type: str) -> None:
+    """Convert a freshly loaded float32 model in place: float32 (as is), int8 (CPU), float16/bfloat16."""
+    model = loaded.model
+    if compute_type not in COMPUTE_TYPES:
+        raise StreamerError(f"--compute-type: {compute_type!r} is not one of {', '.join(COMPUTE_TYPES)}")
+    if compute_type == "int8":
+        if model.device.type != "cpu":
+            raise StreamerError("--compute-type int8 runs on the CPU only")
+        quantize_int8(loaded)
+    elif compute_type == "float16" and model.device.type == "cpu":
+        raise StreamerError("--compute-type float16 needs a GPU (use float32, int8 or bfloat16 on the CPU)")
+    elif compute_type in ("float16", "bfloat16"):
+        model.to(getattr(torch, compute_type))
+
+
+class Engine:
+    def __init__(self, loaded: LoadedModel, max_batch: int = 16, compute_type: str | None = None):
+        if compute_type is not None:
+            apply_compute_type(loaded, compute_type)
+        model = loaded.model
+        self.loaded = loaded
+        self.model = model
+        self.tokenizer = loaded.tokenizer
+        self.max_batch = max_batch
+        self.cache: KVCache = model.decoder.new_cache(max_batch)
+        self.rules = LogitRules(
+            self.tokenizer, model.dims.n_vocab, model.device, suppress_list(self.tokenizer, _Defaults())
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @torch.inference_mode()
+    def encode(self, mels: Tensor, audio_ctx: int | None = None) -> Tensor:
+        """Mel windows (B, n_mels, F) -> audio features (B, Ta, D).
+
+        With ``audio_ctx`` the windows are cut or padded to 2 * audio_ctx frames (audio_ctx / 50 s)
+        instead of 30 s, which makes the encoder proportionally cheaper on short audio.
+        """
+        frames = 2 * (audio_ctx or self.model.dims.n_audio_ctx)
+        mels = pad_or_trim(mels, frames).to(device=self.device, dtype=self.model.dtype)
+        return self.model.encoder(mels)
+
+    def _row(self, request: Request) -> RowRequest:
+        tok = self.tokenizer
+        n_ctx = self.model.dims.n_text_ctx
+        tokens: list[int] = []
+        if request.prompt:
+            tokens += [tok.sot_prev, *request.prompt[-(n_ctx // 2 - 1) :]]
+        sot_index = len(tokens)
+        tokens += tok.sot_sequence(request.language, request.task)
+        if not request.timestamps:
+            tokens.append(tok.no_timestamps)
+        tokens += request.prefix[-(n_ctx // 2 - 1) :]
+        return RowRequest(tuple(tokens), sot_index, request.temperature, request.timestamps, request.sample_len)
+
+    @torch.inference_mode()
+    def decode(self, requests: list[Request]) -> list[DecodingResult]:
+        """Decode independent requests in batches of the pool's slots; results in request order."""
+        results: list[DecodingResult | None] = [None] * len(requests)
+        by_length: dict[int, list[int]] = {}
+        for i, r in enumerate(requests):
+            by_length.setdefault(r.audio_features.shape[0], []).append(i)
+        for n_audio, indices in by_length.items():
+            for chunk_start in range(0, len(indices), self.max_batch):
+                chunk = indices[chunk_start : chunk_start + self.max_batch]
+                for i, result in zip(chunk, self._decode_chunk([requests[i] for i in chunk], n_audio), strict=True):
+                    results[i] = result
+        return [r for r in results if r is not None]
+
+    def _decode_chunk(self, requests: list[Request], n_audio: int) -> list[DecodingResult]:
+        k = len(requests)
+        c = self.cache
+        slots = KVCache(c.self_k[:, :k], c.self_v[:, :k], c.cross_k[:, :k, :n_audio], c.cross_v[:, :k, :n_audio])
+        features = torch.stack([r.audio_features for r in requests]).to(device=self.device, dtype=self.model.dtype)
+        self.model.decoder.set_audio(features, slots)
+        rows = [self._row(r) for r in requests]
+        found = decode_rows(self.model, slots, rows, self.rules, self.tokenizer.no_speech)
+        out = []
+        for request, row in zip(requests, found, strict=True):
+            text = self.tokenizer.decode(row.tokens).strip()
+            out.append(
+                DecodingResult(
+                    tokens=row.tokens,
+                    text=text,
+                    language=request.language,
+                    avg_logprob=row.sum_logprob / (len(row.tokens) + 1),
+                    no_speech_prob=row.no_speech_prob,
+                    temperature=request.temperature,
+                    compression_ratio=compression_ratio(text),
+                )
+            )
+        return out

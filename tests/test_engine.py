@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from streamer.audio import load_audio
+from streamer.decoding.decode import DecodingOptions, decode_features
+from streamer.engine import Engine, Request
+from streamer.errors import StreamerError
+from streamer.mel import log_mel_spectrogram
+from streamer.model.loading import load_model
+
+from .conftest import FIXTURES, normalize
+
+CLIPS = ["sense_and_sensibility_01_austen_64kb-0870.wav", "001.wav", "sense_and_sensibility_01_austen_64kb-0880.wav",
+         "005.wav"]
+
+
+@pytest.fixture(scope="module")
+def engine(tiny) -> Engine:
+    return Engine(tiny, max_batch=4)
+
+
+def features(engine: Engine, clip: str, audio_ctx: int | None = None) -> torch.Tensor:
+    return engine.encode(log_mel_spectrogram(load_audio(FIXTURES / clip))[None], audio_ctx)[0]
+
+
+def single(engine: Engine, request: Request) -> list[int]:
+    """The single-request decoder (decode_features) on the same features and options."""
+    tok = engine.tokenizer
+    options = DecodingOptions(
+        language=request.language, prompt=request.prompt, prefix=request.prefix,
+        without_timestamps=not request.timestamps, sample_len=request.sample_len,
+    )
+    return decode_features(engine.model, tok, request.audio_features[None], options)[0].tokens
+
+
+def mixed_requests(engine: Engine) -> list[Request]:
+    tok = engine.tokenizer
+    return [
+        Request(features(engine, CLIPS[0])),
+        Request(features(engine, CLIPS[1]), prompt=tuple(tok.encode(" Cards called out one by one:")),
+                timestamps=False),
+        Request(features(engine, CLIPS[2]), prefix=tuple(tok.encode(" He was"))),
+        Request(features(engine, CLIPS[3]), prompt=tuple(tok.encode(" Spades.")), sample_len=5),
+    ]
+
+
+def test_mixed_batch_gives_each_request_its_single_tokens(engine: Engine) -> None:
+    requests = mixed_requests(engine)
+    batched = engine.decode(requests)
+    assert [r.tokens for r in batched] == [single(engine, r) for r in requests]
+    assert len(batched[3].tokens) <= 5
+    assert "dashwood" in normalize(batched[0].text)
+
+
+def test_reused_slots_keep_no_state(engine: Engine, tiny) -> None:
+    requests = mixed_requests(engine)
+    engine.decode(requests)  # fill every slot with another request's state first
+    later = engine.decode(list(reversed(requests)))
+    fresh = Engine(tiny, max_batch=4).decode(list(reversed(requests)))
+    assert [r.tokens for r in later] == [r.tokens for r in fresh]
+
+
+def test_more_requests_than_slots_are_chunked(engine: Engine) -> None:
+    requests = mixed_requests(engine) * 2 + [Request(features(engine, CLIPS[1]))]
+    results = engine.decode(requests)
+    assert len(results) == 9
+    assert results[4].tokens == results[0].tokens and results[8].tokens == single(engine, requests[8])
+
+
+def test_cache_pool_is_not_reallocated(engine: Engine) -> None:
+    pointers = [t.data_ptr() for t in (engine.cache.self_k, engine.cache.cross_k)]
+    engine.decode(mixed_requests(engine)[:2])
+    assert pointers == [t.data_ptr() for t in (engine.cache.self_k, engine.cache.cross_k)]
+
+
+def test_short_audio_ctx_still_transcribes(engine: Engine) -> None:
+    """A 6 s encoder window (audio_ctx 300) on a 3 s clip: same words, a fifth of the encoder's work."""
+    short = features(engine, CLIPS[2], audio_ctx=300)
+    assert short.shape[0] == 300
+    result = engine.decode([Request(short, timestamps=False)])[0]
+    assert "young man" in normalize(result.text)
+
+
+def test_int8_transcribes_the_reference_clips() -> None:
+    engine = Engine(load_model("tiny.en"), max_batch=2, compute_type="int8")
+    results = engine.decode([Request(features(engine, CLIPS[0])), Request(features(engine, CLIPS[3]))])
+    assert normalize(results[0].text) == normalize(
+        "And Mr. John Dashwood had then leisure to consider how much there might be prudently in his power to do "
+        "for them."
+    )
+    assert "spades" in normalize(results[1].text)
+
+
+def test_float16_on_cpu_is_refused(tiny) -> None:
+    with pytest.raises(StreamerError, match="float16 needs a GPU"):
+        Engine(load_model("tiny.en"), compute_type="float16")
