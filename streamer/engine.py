@@ -48,6 +48,7 @@ def quantize_int8(loaded: LoadedModel) -> None:
     with warnings.catch_warnings():
         # PyTorch announces the quantised tensor types' future removal on every call; it still works.
         warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor", category=UserWarning)
+        warnings.filterwarnings("ignore", message=r"torch\.ao\.quantization is deprecated", category=DeprecationWarning)
         torch.ao.quantization.quantize_dynamic(loaded.model, {nn.Linear}, dtype=torch.qint8, inplace=True)
 
 
