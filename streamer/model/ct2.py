@@ -161,34 +161,32 @@ def convert_ct2(variables: dict[str, Tensor], path: Path) -> tuple[ModelDimensio
             if not name.endswith(".key"):
                 sd[f"{name}.bias"] = b
 
+    def self_attention_and_mlp(dst: str, src: str) -> None:
+        """The parts every encoder and decoder layer shares."""
+        norm(f"{dst}.attn_ln", f"{src}/self_attention/layer_norm")
+        split([f"{dst}.attn.query", f"{dst}.attn.key", f"{dst}.attn.value"], f"{src}/self_attention/linear_0")
+        linear(f"{dst}.attn.out", f"{src}/self_attention/linear_1")
+        norm(f"{dst}.mlp_ln", f"{src}/ffn/layer_norm")
+        linear(f"{dst}.mlp.0", f"{src}/ffn/linear_0")
+        linear(f"{dst}.mlp.2", f"{src}/ffn/linear_1")
+
     try:
         linear("encoder.conv1", "encoder/conv1")
         linear("encoder.conv2", "encoder/conv2")
         sd["encoder.positional_embedding"] = v["encoder/position_encodings/encodings"]
         norm("encoder.ln_post", "encoder/layer_norm")
         for i in range(dims.n_audio_layer):
-            src, dst = f"encoder/layer_{i}", f"encoder.blocks.{i}"
-            norm(f"{dst}.attn_ln", f"{src}/self_attention/layer_norm")
-            split([f"{dst}.attn.query", f"{dst}.attn.key", f"{dst}.attn.value"], f"{src}/self_attention/linear_0")
-            linear(f"{dst}.attn.out", f"{src}/self_attention/linear_1")
-            norm(f"{dst}.mlp_ln", f"{src}/ffn/layer_norm")
-            linear(f"{dst}.mlp.0", f"{src}/ffn/linear_0")
-            linear(f"{dst}.mlp.2", f"{src}/ffn/linear_1")
+            self_attention_and_mlp(f"encoder.blocks.{i}", f"encoder/layer_{i}")
         sd["decoder.token_embedding.weight"] = v["decoder/embeddings/weight"]
         sd["decoder.positional_embedding"] = v["decoder/position_encodings/encodings"]
         norm("decoder.ln", "decoder/layer_norm")
         for i in range(dims.n_text_layer):
             src, dst = f"decoder/layer_{i}", f"decoder.blocks.{i}"
-            norm(f"{dst}.attn_ln", f"{src}/self_attention/layer_norm")
-            split([f"{dst}.attn.query", f"{dst}.attn.key", f"{dst}.attn.value"], f"{src}/self_attention/linear_0")
-            linear(f"{dst}.attn.out", f"{src}/self_attention/linear_1")
+            self_attention_and_mlp(dst, src)
             norm(f"{dst}.cross_attn_ln", f"{src}/attention/layer_norm")
             linear(f"{dst}.cross_attn.query", f"{src}/attention/linear_0")
             split([f"{dst}.cross_attn.key", f"{dst}.cross_attn.value"], f"{src}/attention/linear_1")
             linear(f"{dst}.cross_attn.out", f"{src}/attention/linear_2")
-            norm(f"{dst}.mlp_ln", f"{src}/ffn/layer_norm")
-            linear(f"{dst}.mlp.0", f"{src}/ffn/linear_0")
-            linear(f"{dst}.mlp.2", f"{src}/ffn/linear_1")
     except KeyError as e:
         raise ModelFileError(f"{path}: not a Whisper model (missing variable {e.args[0]})") from e
     return dims, sd

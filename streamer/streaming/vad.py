@@ -18,21 +18,23 @@ from streamer.vad import to_pcm16
 
 
 @dataclass(frozen=True)
-class SpeechStart:
-    sample: int
+class _Boundary:
+    sample: int  # absolute sample index in the stream
 
     @property
     def t(self) -> float:
+        """Stream time in seconds."""
         return self.sample / SAMPLE_RATE
 
 
 @dataclass(frozen=True)
-class SpeechEnd:
-    sample: int
+class SpeechStart(_Boundary):
+    pass
 
-    @property
-    def t(self) -> float:
-        return self.sample / SAMPLE_RATE
+
+@dataclass(frozen=True)
+class SpeechEnd(_Boundary):
+    pass
 
 
 VadEvent = SpeechStart | SpeechEnd
