@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from streamer.decoding.decode import DecodingOptions as _Defaults
-from streamer.decoding.decode import DecodingResult, compression_ratio, suppress_list
+from streamer.decoding.decode import DecodingResult, compression_ratio, initial_tokens, suppress_list
 from streamer.decoding.greedy import RowRequest, decode_rows
 from streamer.decoding.rules import LogitRules
 from streamer.errors import StreamerError
@@ -97,16 +97,11 @@ class Engine:
         return self.model.encoder(mels)
 
     def _row(self, request: Request) -> RowRequest:
-        tok = self.tokenizer
-        n_ctx = self.model.dims.n_text_ctx
-        tokens: list[int] = []
-        if request.prompt:
-            tokens += [tok.sot_prev, *request.prompt[-(n_ctx // 2 - 1) :]]
-        sot_index = len(tokens)
-        tokens += tok.sot_sequence(request.language, request.task)
-        if not request.timestamps:
-            tokens.append(tok.no_timestamps)
-        tokens += request.prefix[-(n_ctx // 2 - 1) :]
+        tokens = initial_tokens(
+            self.tokenizer, self.model.dims.n_text_ctx, request.language, request.task, request.prompt,
+            request.prefix, request.timestamps,
+        )
+        sot_index = tokens.index(self.tokenizer.sot)
         return RowRequest(tuple(tokens), sot_index, request.temperature, request.timestamps, request.sample_len)
 
     @torch.inference_mode()

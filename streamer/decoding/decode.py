@@ -7,6 +7,7 @@ feeds one token per row at its position. Rows of a beam are reordered in place.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -91,14 +92,16 @@ class _Sequences:
         self.buffer.copy_(self.buffer.index_select(0, index))
 
 
-def _initial_tokens(tokenizer: Tokenizer, options: DecodingOptions, n_ctx: int, language: str) -> list[int]:
-    tokens = tokenizer.sot_sequence(language, options.task)
-    if options.prompt:
-        tokens = [tokenizer.sot_prev, *options.prompt[-(n_ctx // 2 - 1) :], *tokens]
-    if options.without_timestamps:
+def initial_tokens(
+    tokenizer: Tokenizer, n_ctx: int, language: str, task: str, prompt: Sequence[int], prefix: Sequence[int],
+    timestamps: bool,
+) -> list[int]:
+    """The decoder's prompt: [<|startofprev|> context], start-of-transcript sequence, [<|notimestamps|>], prefix."""
+    tokens = [tokenizer.sot_prev, *prompt[-(n_ctx // 2 - 1) :]] if prompt else []
+    tokens += tokenizer.sot_sequence(language, task)
+    if not timestamps:
         tokens.append(tokenizer.no_timestamps)
-    if options.prefix:
-        tokens.extend(options.prefix[-(n_ctx // 2 - 1) :])
+    tokens += prefix[-(n_ctx // 2 - 1) :]
     return tokens
 
 
@@ -128,16 +131,15 @@ def decode_features(
         languages = [max(p, key=p.__getitem__) for p in language_probs]
     else:
         languages = [options.language or "en"] * audio_features.shape[0]
-    results: list[DecodingResult] = []
+    results: list[DecodingResult | None] = [None] * len(languages)
     # Windows of different languages have different prompts: decode each language group together.
     for language in dict.fromkeys(languages):
         idx = [i for i, lang in enumerate(languages) if lang == language]
         group = _decode_batch(model, tokenizer, audio_features[idx], replace(options, language=language))
         for i, r in zip(idx, group, strict=True):
             r.language_probs = language_probs[i] if language_probs else None
-        results.extend(group)
-    order = [i for language in dict.fromkeys(languages) for i, lang in enumerate(languages) if lang == language]
-    return [r for _, r in sorted(zip(order, results, strict=True), key=lambda p: p[0])]
+            results[i] = r
+    return [r for r in results if r is not None]
 
 
 def _decode_batch(
@@ -150,7 +152,9 @@ def _decode_batch(
     beam = options.beam_size is not None and options.temperature == 0
     n_group = (options.beam_size or 1) if beam else (options.best_of or 1)
     rows = n_audio * n_group
-    initial = _initial_tokens(tokenizer, options, n_ctx, language)
+    initial = initial_tokens(
+        tokenizer, n_ctx, language, options.task, options.prompt, options.prefix, not options.without_timestamps
+    )
     sample_len = options.sample_len or n_ctx // 2
     rules = LogitRules(
         tokenizer, model.dims.n_vocab, device, suppress_list(tokenizer, options), options.suppress_blank,

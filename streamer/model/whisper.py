@@ -66,13 +66,6 @@ class MultiHeadAttention(nn.Module):
         )
         return self.out(_merge_heads(out))
 
-    def attention_weights(self, q: Tensor, k: Tensor) -> Tensor:
-        """Softmax attention weights, q (B, Tq, D) and k (B, Tk, D) -> (B, H, Tq, Tk)."""
-        qh = _split_heads(q, self.n_head).float()  # (B, H, Tq, Dh)
-        kh = _split_heads(k, self.n_head).float()  # (B, H, Tk, Dh)
-        scale = qh.shape[-1] ** -0.5
-        return torch.softmax(qh @ kh.transpose(-1, -2) * scale, dim=-1)
-
 
 class MLP(nn.Sequential):
     def __init__(self, n_state: int):
