@@ -36,6 +36,16 @@ def _positive_int(value: str) -> int:
     return n
 
 
+def _non_negative_float(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if not x >= 0 or x == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {value!r}")
+    return x
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="streamer", description="Streaming speech transcription on Whisper.")
     parser.add_argument("--version", action="version", version=f"streamer {__version__}")
@@ -43,12 +53,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("transcribe", help="transcribe audio files offline")
-    t.add_argument("files", nargs="+", metavar="FILE", help="audio files (WAV; other formats need ffmpeg)")
+    t.add_argument(
+        "files", nargs="+", metavar="FILE",
+        help="audio files (WAV; other formats need ffmpeg); with --stream, - reads a WAV (or --raw PCM) from stdin",
+    )
     t.add_argument("--model", default="tiny.en", help="bundled name (tiny.en, base) or a model path")
     t.add_argument("--language", default=None, help="spoken language code or name (default: detect)")
     t.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
     t.add_argument("--beam-size", type=_positive_int, default=None, help="beam search width (default: greedy)")
-    t.add_argument("--format", choices=("text", "json", "srt", "vtt"), default="text")
+    t.add_argument(
+        "--format", choices=("text", "json", "srt", "vtt", "jsonl"), default="text",
+        help="output format (jsonl: one event per line, with --stream)",
+    )
+    t.add_argument("--stream", action="store_true", help="run the streaming engine, writing events as they happen")
+    t.add_argument(
+        "--speed", type=_non_negative_float, default=1.0,
+        help="with --stream: times real time to feed the audio at (0: as fast as possible)",
+    )
+    t.add_argument("--raw", action="store_true", help="with --stream -: stdin is pcm_s16le, 16 kHz, mono")
+    t.add_argument("--partials", action=argparse.BooleanOptionalAction, default=True, help="with --stream: partials")
     t.add_argument("--output-dir", type=Path, default=None, help="write FILE.FORMAT there instead of stdout")
     t.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     t.add_argument(
@@ -106,6 +129,12 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.output_dir is not None and not args.output_dir.is_dir():
         raise StreamerError(f"--output-dir: {args.output_dir} is not a directory")
+    if args.stream:
+        return _stream(args, language, device)
+    if args.format == "jsonl":
+        raise StreamerError("--format jsonl needs --stream")
+    if args.raw or "-" in args.files:
+        raise StreamerError("reading stdin (- and --raw) needs --stream")
     loaded = load_model(args.model, device=device)
     apply_compute_type(loaded, args.compute_type or ("float16" if device.type == "cuda" else "float32"))
     if not loaded.tokenizer.is_multilingual:
@@ -132,6 +161,42 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
                 sys.stdout.write(f"{file}: ")
             sys.stdout.write(out)
             sys.stdout.flush()
+    return 0
+
+
+def _stream(args: argparse.Namespace, language: str | None, device: torch.device) -> int:
+    from streamer.audio import load_audio
+    from streamer.engine import Engine
+    from streamer.model.loading import load_model
+    from streamer.streaming.output import EventWriter
+    from streamer.streaming.replay import replay
+    from streamer.streaming.session import StreamConfig
+    from streamer.streaming.sources import raw_chunks, wav_chunks
+
+    if args.format not in ("text", "jsonl"):
+        raise StreamerError("--stream writes --format text or jsonl")
+    if len(args.files) > 1:
+        raise StreamerError("--stream takes one FILE")
+    if args.raw and args.files != ["-"]:
+        raise StreamerError("--raw is for stdin (FILE -)")
+    if args.task == "translate" or args.beam_size:
+        raise StreamerError("--stream decodes greedily and transcribes (no --beam-size, no --task translate)")
+    loaded = load_model(args.model, device=device)
+    engine = Engine(loaded, compute_type=args.compute_type or ("float16" if device.type == "cuda" else "int8"))
+    if not loaded.tokenizer.is_multilingual and language not in (None, "en"):
+        raise StreamerError(f"--language {args.language}: model {loaded.name} is English-only")
+    config = StreamConfig(language=language if loaded.tokenizer.is_multilingual else "en", partials=args.partials)
+    if args.files == ["-"]:
+        stdin = sys.stdin.buffer
+        chunks = raw_chunks(stdin) if args.raw else wav_chunks(stdin)
+    else:
+        audio = load_audio(args.files[0])
+        chunks = iter([audio])
+    writer = EventWriter(sys.stdout, args.format)
+    try:
+        replay(chunks, engine, writer, config, speed=args.speed)
+    finally:
+        writer.close()
     return 0
 
 

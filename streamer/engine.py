@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from streamer.decoding.alignment import AlignRow, WordTiming, align
 from streamer.decoding.decode import DecodingOptions as _Defaults
 from streamer.decoding.decode import DecodingResult, compression_ratio, initial_tokens, suppress_list
 from streamer.decoding.greedy import RowRequest, decode_rows
@@ -37,6 +38,8 @@ class Request:
     temperature: float = 0.0
     timestamps: bool = True
     sample_len: int = 224
+    word_timestamps: bool = False  # align the words (prefix included) to the audio
+    n_frames: int | None = None  # mel frames of real audio in the window (default: all of it)
 
 
 def quantize_int8(loaded: LoadedModel) -> None:
@@ -126,8 +129,24 @@ class Engine:
         self.model.decoder.set_audio(features, slots)
         rows = [self._row(r) for r in requests]
         found = decode_rows(self.model, slots, rows, self.rules, self.tokenizer.no_speech)
+        words: list[list[WordTiming] | None] = [None] * k
+        wanted = [i for i, r in enumerate(requests) if r.word_timestamps]
+        if wanted:
+            align_rows = [
+                AlignRow(
+                    (*requests[i].prefix, *found[i].tokens), requests[i].n_frames or 2 * n_audio,
+                    requests[i].language, requests[i].task, len(requests[i].prefix),
+                )
+                for i in wanted
+            ]
+            if wanted != list(range(len(wanted))):  # the rows to align must be slots 0..len(wanted)-1
+                index = torch.tensor(wanted, device=self.device)
+                slots.cross_k[:, : len(wanted)] = slots.cross_k.index_select(1, index)
+                slots.cross_v[:, : len(wanted)] = slots.cross_v.index_select(1, index)
+            for i, aligned in zip(wanted, align(self.model, self.tokenizer, slots, align_rows), strict=True):
+                words[i] = aligned
         out = []
-        for request, row in zip(requests, found, strict=True):
+        for request, row, row_words in zip(requests, found, words, strict=True):
             text = self.tokenizer.decode(row.tokens).strip()
             out.append(
                 DecodingResult(
@@ -138,6 +157,7 @@ class Engine:
                     no_speech_prob=row.no_speech_prob,
                     temperature=request.temperature,
                     compression_ratio=compression_ratio(text),
+                    words=row_words,
                 )
             )
         return out

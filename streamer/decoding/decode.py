@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import Tensor
 
+from streamer.decoding.alignment import WordTiming
 from streamer.decoding.greedy import RowRequest, decode_rows
 from streamer.decoding.rules import LogitRules, RuleState
 from streamer.model.whisper import KVCache, Whisper
@@ -47,6 +48,7 @@ class DecodingResult:
     temperature: float
     compression_ratio: float
     language_probs: dict[str, float] | None = field(default=None, repr=False)
+    words: list[WordTiming] | None = None  # with word timestamps: the prefix's words and the sampled ones
 
 
 def compression_ratio(text: str) -> float:
@@ -208,12 +210,12 @@ def _beam_search(
     state = RuleState.new([not options.without_timestamps] * rows, device)
     seqs = _Sequences(initial, rows, n_ctx + 1, device)
     positions = torch.arange(sample_begin, device=device).expand(rows, -1)
-    logits = model.decoder(seqs.buffer[:, :sample_begin], positions, cache, kv_len=sample_begin)
+    select = torch.tensor([initial.index(tokenizer.sot), sample_begin - 1], device=device).expand(rows, -1)
+    prefill = model.decoder(seqs.buffer[:, :sample_begin], positions, cache, kv_len=sample_begin, select=select)
     no_speech_probs = [0.0] * n_audio
     if tokenizer.no_speech is not None:
-        probs_at_sot = logits[::beam_size, initial.index(tokenizer.sot)].softmax(dim=-1)
-        no_speech_probs = probs_at_sot[:, tokenizer.no_speech].tolist()
-    logits = logits[:, -1]  # (rows, V)
+        no_speech_probs = prefill[::beam_size, 0].softmax(dim=-1)[:, tokenizer.no_speech].tolist()
+    logits = prefill[:, 1]  # (rows, V)
     searcher = _BeamSearch(options, n_audio, beam_size, tokenizer.eot)
     for _ in range(sample_len):
         logprobs = torch.log_softmax(rules.apply(logits, state), dim=-1)

@@ -62,12 +62,13 @@ def decode_rows(
     start = torch.tensor(lengths, device=device)  # (B,) first sampled position per row
 
     positions = torch.arange(width, device=device).expand(n, width)
-    logits = model.decoder(buffer[:, :width], positions, view, kv_len=width)  # (B, T, V)
+    sot = torch.tensor([r.sot_index for r in rows], device=device)
+    select = torch.stack([sot, start - 1], dim=1)  # (B, 2)
+    prefill = model.decoder(buffer[:, :width], positions, view, kv_len=width, select=select)  # (B, 2, V)
     no_speech_probs = [0.0] * n
     if no_speech is not None:
-        sot = torch.tensor([r.sot_index for r in rows], device=device)
-        no_speech_probs = logits[row_index, sot].softmax(dim=-1)[:, no_speech].tolist()
-    logits = logits[row_index, start - 1]  # (B, V)
+        no_speech_probs = prefill[:, 0].softmax(dim=-1)[:, no_speech].tolist()
+    logits = prefill[:, 1]  # (B, V)
 
     state = RuleState.new([r.timestamps for r in rows], device)
     temperatures = torch.tensor([r.temperature for r in rows], device=device)

@@ -146,6 +146,15 @@ class DecoderBlock(nn.Module):
         self.mlp = MLP(n_state)
         self.mlp_ln = LayerNorm(n_state)
 
+    def _self_attend(
+        self, x: Tensor, positions: Tensor, self_mask: Tensor, k_cache: Tensor, v_cache: Tensor, kv_len: int
+    ) -> Tensor:
+        h = self.attn_ln(x)
+        index = positions.unsqueeze(-1).expand(-1, -1, h.shape[-1])  # (B, T, D)
+        k_cache.scatter_(1, index, self.attn.key(h))
+        v_cache.scatter_(1, index, self.attn.value(h))
+        return x + self.attn.attend(self.attn.query(h), k_cache[:, :kv_len], v_cache[:, :kv_len], self_mask)
+
     def forward(
         self,
         x: Tensor,
@@ -158,14 +167,33 @@ class DecoderBlock(nn.Module):
         kv_len: int,
     ) -> Tensor:
         """x (B, T, D); positions (B, T); self_mask (B, 1, T, kv_len); caches (B, S, D), (B, Ta, D)."""
-        h = self.attn_ln(x)
-        index = positions.unsqueeze(-1).expand(-1, -1, h.shape[-1])  # (B, T, D)
-        k_cache.scatter_(1, index, self.attn.key(h))
-        v_cache.scatter_(1, index, self.attn.value(h))
-        x = x + self.attn.attend(self.attn.query(h), k_cache[:, :kv_len], v_cache[:, :kv_len], self_mask)
+        x = self._self_attend(x, positions, self_mask, k_cache, v_cache, kv_len)
         h = self.cross_attn_ln(x)
         x = x + self.cross_attn.attend(self.cross_attn.query(h), cross_k, cross_v)
         return x + self.mlp(self.mlp_ln(x))
+
+    def forward_with_cross_qk(
+        self,
+        x: Tensor,
+        positions: Tensor,
+        self_mask: Tensor,
+        k_cache: Tensor,
+        v_cache: Tensor,
+        cross_k: Tensor,
+        cross_v: Tensor,
+        kv_len: int,
+    ) -> tuple[Tensor, Tensor]:
+        """As ``forward``, also returning the cross-attention logits (B, H, T, Ta) for word alignment."""
+        x = self._self_attend(x, positions, self_mask, k_cache, v_cache, kv_len)
+        h = self.cross_attn_ln(x)
+        n_head = self.cross_attn.n_head
+        q = _split_heads(self.cross_attn.query(h), n_head)  # (B, H, T, Dh)
+        k = _split_heads(cross_k, n_head)  # (B, H, Ta, Dh)
+        v = _split_heads(cross_v, n_head)  # (B, H, Ta, Dh)
+        qk = (q @ k.transpose(-1, -2)).float() / math.sqrt(q.shape[-1])  # (B, H, T, Ta)
+        out = qk.softmax(dim=-1).to(v.dtype) @ v  # (B, H, T, Dh)
+        x = x + self.cross_attn.out(_merge_heads(out))
+        return x + self.mlp(self.mlp_ln(x)), qk
 
 
 class TextDecoder(nn.Module):
@@ -206,26 +234,53 @@ class TextDecoder(nn.Module):
                 cache.cross_k[i].index_copy_(0, rows, k)
                 cache.cross_v[i].index_copy_(0, rows, v)
 
-    def forward(self, tokens: Tensor, positions: Tensor, cache: KVCache, kv_len: int | None = None) -> Tensor:
-        """tokens, positions (B, T) -> logits (B, T, V), float32.
-
-        Writes this step's keys/values into ``cache`` at ``positions`` and attends, per row, to every
-        cached position <= its own. ``kv_len`` bounds the positions looked at (all of them if None, the
-        shape-static form used for graph capture); it must exceed every position.
-        """
-        kv_len = self.dims.n_text_ctx if kv_len is None else kv_len
+    def _embed(self, tokens: Tensor, positions: Tensor, kv_len: int) -> tuple[Tensor, Tensor]:
         x = self.token_embedding(tokens) + self.positional_embedding[positions]  # (B, T, D)
         key_pos = torch.arange(kv_len, device=tokens.device)
         self_mask = (key_pos[None, None, :] <= positions[:, :, None]).unsqueeze(1)  # (B, 1, T, kv_len)
+        return x, self_mask
+
+    def _logits(self, x: Tensor) -> Tensor:
+        x = self.ln(x)
+        if self.projection is not None:
+            return self.projection(x).float()  # (B, T, V)
+        return (x @ self.token_embedding.weight.to(x.dtype).T).float()  # (B, T, V)
+
+    def forward(
+        self, tokens: Tensor, positions: Tensor, cache: KVCache, kv_len: int | None = None,
+        select: Tensor | None = None,
+    ) -> Tensor:
+        """tokens, positions (B, T) -> logits (B, T, V), float32; with ``select`` (B, K), only (B, K, V).
+
+        Writes this step's keys/values into ``cache`` at ``positions`` and attends, per row, to every
+        cached position <= its own. ``kv_len`` bounds the positions looked at (all of them if None, the
+        shape-static form used for graph capture); it must exceed every position. ``select`` picks the
+        positions per row to project to the vocabulary, which is most of a prefill's cost otherwise.
+        """
+        kv_len = self.dims.n_text_ctx if kv_len is None else kv_len
+        x, self_mask = self._embed(tokens, positions, kv_len)
         for i, block in enumerate(self.blocks):
             x = block(
                 x, positions, self_mask, cache.self_k[i], cache.self_v[i], cache.cross_k[i], cache.cross_v[i],
                 kv_len,
             )
-        x = self.ln(x)
-        if self.projection is not None:
-            return self.projection(x).float()  # (B, T, V)
-        return (x @ self.token_embedding.weight.to(x.dtype).T).float()  # (B, T, V)
+        if select is not None:
+            x = x[torch.arange(x.shape[0], device=x.device)[:, None], select]  # (B, K, D)
+        return self._logits(x)
+
+    def forward_with_cross_qk(
+        self, tokens: Tensor, positions: Tensor, cache: KVCache, kv_len: int
+    ) -> tuple[Tensor, list[Tensor]]:
+        """As ``forward``, also returning each layer's cross-attention logits, (B, H, T, Ta) per layer."""
+        x, self_mask = self._embed(tokens, positions, kv_len)
+        qks = []
+        for i, block in enumerate(cast(list[DecoderBlock], self.blocks)):
+            x, qk = block.forward_with_cross_qk(
+                x, positions, self_mask, cache.self_k[i], cache.self_v[i], cache.cross_k[i], cache.cross_v[i],
+                kv_len,
+            )
+            qks.append(qk)
+        return self._logits(x), qks
 
 
 class Whisper(nn.Module):

@@ -26,15 +26,20 @@ class _Boundary:
         """Stream time in seconds."""
         return self.sample / SAMPLE_RATE
 
+    def to_dict(self) -> dict[str, object]:
+        return {"type": self.type, "t": round(self.t, 3)}
+
+    type = "boundary"
+
 
 @dataclass(frozen=True)
 class SpeechStart(_Boundary):
-    pass
+    type = "speech_start"
 
 
 @dataclass(frozen=True)
 class SpeechEnd(_Boundary):
-    pass
+    type = "speech_end"
 
 
 VadEvent = SpeechStart | SpeechEnd
@@ -49,6 +54,7 @@ class VadSegmenter:
         hangover_ms: int = 500,
         trigger_ms: int = 150,
         trigger_ratio: float = 0.6,
+        history_s: float = 120.0,
     ):
         if frame_ms not in (10, 20, 30):
             raise ValueError("frame_ms must be 10, 20 or 30 (webrtcvad's frame sizes)")
@@ -65,6 +71,8 @@ class VadSegmenter:
         self.in_speech = False
         self._silent_frames = 0
         self._last_voiced_end = 0
+        # Which frames were voiced, for the last ``history_s`` seconds (a ring indexed by frame number).
+        self._history = np.zeros(max(1, int(history_s * SAMPLE_RATE) // self.frame), dtype=bool)
 
     def feed(self, samples: np.ndarray) -> list[VadEvent]:
         """Feed 16 kHz float32 samples of any length; returns the events they complete."""
@@ -75,6 +83,7 @@ class VadSegmenter:
             frame = self._pending[i * self.frame : (i + 1) * self.frame]
             start = self._next + i * self.frame
             voiced = self._vad.is_speech(to_pcm16(frame), SAMPLE_RATE)
+            self._history[(start // self.frame) % len(self._history)] = voiced
             events.extend(self._step(voiced, start, start + self.frame))
         self._pending = self._pending[n_frames * self.frame :]
         self._next += n_frames * self.frame
@@ -98,6 +107,15 @@ class VadSegmenter:
             self._recent.clear()
             return [SpeechEnd(self._last_voiced_end)]
         return []
+
+    def voiced_seconds(self, start: int, end: int) -> float:
+        """Seconds of voiced frames between absolute samples [start, end) (within the recent history)."""
+        first = max(start // self.frame, self._next // self.frame - len(self._history), 0)
+        last = min(-(-end // self.frame), self._next // self.frame)
+        if last <= first:
+            return 0.0
+        index = np.arange(first, last) % len(self._history)
+        return float(self._history[index].sum()) * self.frame / SAMPLE_RATE
 
     def flush(self) -> list[VadEvent]:
         """End of stream: close an open speech segment."""

@@ -1,0 +1,69 @@
+"""The events a stream produces, shaped like the WebSocket protocol's server messages.
+
+``partial`` is the current uncommitted tail and replaces the previous one (an empty text clears it);
+``final`` is committed text, append-only, never revised. Times are seconds of the stream's audio.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from streamer.streaming.vad import SpeechEnd, SpeechStart
+
+
+@dataclass(frozen=True)
+class Word:
+    word: str  # as decoded, with its leading space
+    start: float
+    end: float
+    probability: float
+    tokens: tuple[int, ...] = ()
+
+    def to_dict(self) -> dict[str, object]:
+        return {"word": self.word.strip(), "start": self.start, "end": self.end, "probability": self.probability}
+
+
+def _text(words: tuple[Word, ...]) -> str:
+    return "".join(w.word for w in words).strip()
+
+
+@dataclass(frozen=True)
+class Partial:
+    words: tuple[Word, ...]
+    type = "partial"
+
+    @property
+    def text(self) -> str:
+        return _text(self.words)
+
+    def to_dict(self, word_timestamps: bool = True) -> dict[str, object]:
+        return _hypothesis_dict(self.type, self.words, word_timestamps)
+
+
+@dataclass(frozen=True)
+class Final:
+    words: tuple[Word, ...]
+    closes: bool = False  # the last final of an utterance
+    type = "final"
+
+    @property
+    def text(self) -> str:
+        return _text(self.words)
+
+    def to_dict(self, word_timestamps: bool = True) -> dict[str, object]:
+        return _hypothesis_dict(self.type, self.words, word_timestamps)
+
+
+def _hypothesis_dict(kind: str, words: tuple[Word, ...], word_timestamps: bool) -> dict[str, object]:
+    out: dict[str, object] = {
+        "type": kind,
+        "text": _text(words),
+        "start": words[0].start if words else None,
+        "end": words[-1].end if words else None,
+    }
+    if word_timestamps:
+        out["words"] = [w.to_dict() for w in words]
+    return out
+
+
+Event = SpeechStart | SpeechEnd | Partial | Final

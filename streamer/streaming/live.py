@@ -1,0 +1,96 @@
+"""A stream session driven in real time: audio from any thread, decodes on the shared scheduler.
+
+``feed``/``finalize``/``end`` may be called from the capture side while results arrive on the inference
+thread; a lock serialises the session, and each call hands events to ``on_events`` in stream order.
+At most one job per stream is in flight, so a slow stream never holds more than its own slot.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+import numpy as np
+
+from streamer.decoding.decode import DecodingResult
+from streamer.streaming.events import Event
+from streamer.streaming.scheduler import Overloaded, Scheduler
+from streamer.streaming.session import StreamConfig, StreamSession, WindowJob
+
+log = logging.getLogger(__name__)
+
+
+class LiveStream:
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        on_events: Callable[[list[Event]], None],
+        config: StreamConfig | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
+    ):
+        self.scheduler = scheduler
+        self.session = StreamSession(config)
+        self._on_events = on_events
+        self._on_error = on_error
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._ended = False
+        self.failed: BaseException | None = None
+
+    def _emit(self, events: list[Event]) -> None:
+        if events:
+            self._on_events(events)
+
+    def _pump(self) -> None:
+        """Submit the session's next job if one is due (lock held)."""
+        if self.failed is not None:
+            return
+        job = self.session.next_job()
+        if job is None:
+            if not self.session.busy:
+                self._idle.notify_all()
+            return
+        try:
+            self.scheduler.submit(job, self._done)
+        except Overloaded:
+            self.session.abandon(job)  # tried again with the next audio
+            log.warning("inference queue full; a decode of this stream is put off")
+
+    def _done(self, job: WindowJob, outcome: DecodingResult | BaseException) -> None:
+        with self._lock:
+            if isinstance(outcome, BaseException):
+                self.failed = outcome
+                self._idle.notify_all()
+                if self._on_error is not None:
+                    self._on_error(outcome)
+                return
+            self._emit(self.session.complete(job, outcome))
+            self._pump()
+
+    def feed(self, samples: np.ndarray) -> None:
+        with self._lock:
+            if self._ended:
+                raise RuntimeError("feed() after end()")
+            self._emit(self.session.feed(samples))
+            self._pump()
+
+    def finalize(self) -> None:
+        """Commit everything heard so far."""
+        with self._lock:
+            self.session.finalize()
+            self._pump()
+
+    def end(self) -> None:
+        """No more audio: the last speech is decoded and committed (``wait`` for it)."""
+        with self._lock:
+            if self._ended:
+                return
+            self._ended = True
+            self._emit(self.session.flush())
+            self._pump()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until nothing is left to decode (after ``end`` or ``finalize``); False on timeout."""
+        with self._lock:
+            return self._idle.wait_for(lambda: not self.session.busy or self.failed is not None, timeout)

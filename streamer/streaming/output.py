@@ -1,0 +1,71 @@
+"""Writing stream events as they happen: live terminal captions, plain lines of text, or JSON lines."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import TextIO
+
+from streamer.streaming.events import Event, Final, Partial
+
+_DIM, _RESET, _CLEAR = "\033[2m", "\033[0m", "\r\033[K"
+
+
+def _join(text: str, more: str) -> str:
+    if not text or not more or more[0] in ".,!?;:":
+        return text + more
+    return f"{text} {more}"
+
+
+class EventWriter:
+    """Writes events to ``out``: ``jsonl`` (every event, one JSON object per line, flushed), ``text``
+    on a terminal (the utterance's finals, then its partial tail dimmed, rewritten in place), or
+    ``text`` elsewhere (each utterance's final text as one line when it ends)."""
+
+    def __init__(self, out: TextIO, fmt: str = "text", live: bool | None = None, word_timestamps: bool = True):
+        self.out = out
+        self.fmt = fmt
+        self.live = out.isatty() if live is None else live
+        self.word_timestamps = word_timestamps
+        self._line = ""
+        self._partial = ""
+        self._lock = threading.Lock()
+
+    def __call__(self, events: list[Event]) -> None:
+        with self._lock:
+            for event in events:
+                self._write(event)
+            self.out.flush()
+
+    def _write(self, event: Event) -> None:
+        if self.fmt == "jsonl":
+            data = event.to_dict(self.word_timestamps) if isinstance(event, Partial | Final) else event.to_dict()
+            self.out.write(json.dumps(data, ensure_ascii=False) + "\n")
+        elif isinstance(event, Final):
+            self._line = _join(self._line, event.text)
+            self._render()
+            if event.closes:
+                self.end_line()
+        elif isinstance(event, Partial):
+            self._partial = event.text
+            self._render()
+
+    def _render(self) -> None:
+        if self.live:
+            tail = f" {_DIM}{self._partial}{_RESET}" if self._partial else ""
+            self.out.write(f"{_CLEAR}{self._line}{tail}")
+
+    def end_line(self) -> None:
+        """Close the current utterance's line (at speech end and at the end of the stream)."""
+        if self._line or (self.live and self._partial):
+            if self.live:
+                self.out.write(f"{_CLEAR}{self._line}\n")
+            else:
+                self.out.write(self._line + "\n")
+        self._line = self._partial = ""
+
+    def close(self) -> None:
+        with self._lock:
+            if self.fmt != "jsonl":
+                self.end_line()
+            self.out.flush()

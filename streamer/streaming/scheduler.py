@@ -1,0 +1,100 @@
+"""One inference thread that owns the engine and serves every stream.
+
+Sessions submit window jobs (at most one each in flight); whatever has queued up while the engine was
+busy runs as one batch (shared encoder batch, shared decoder slot pool), so many streams cost little
+more than one. Results go back through each job's callback, on the inference thread.
+
+Overflow policy of the queue: **reject** — ``submit`` raises ``Overloaded`` when ``max_queue`` jobs
+wait, and the caller (a session) retries with its next job once its audio moves on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from streamer.decoding.decode import DecodingResult
+from streamer.engine import Engine
+from streamer.streaming.inference import run_windows
+from streamer.streaming.session import WindowJob
+
+log = logging.getLogger(__name__)
+
+Callback = Callable[[WindowJob, "DecodingResult | BaseException"], None]
+
+
+class Overloaded(Exception):
+    """The inference queue is full."""
+
+
+@dataclass
+class SchedulerStats:
+    batches: int = 0
+    jobs: int = 0
+    busy_seconds: float = 0.0
+    audio_seconds: float = 0.0  # audio decoded (windows overlap, so more than the streams' audio)
+    errors: int = 0
+
+
+class Scheduler:
+    def __init__(self, engine: Engine, max_queue: int = 256, max_batch: int | None = None):
+        self.engine = engine
+        self.max_queue = max_queue
+        self.max_batch = max_batch or engine.max_batch
+        self.stats = SchedulerStats()
+        self._queue: deque[tuple[WindowJob, Callback]] = deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="streamer-inference", daemon=True)
+        self._thread.start()
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    def submit(self, job: WindowJob, callback: Callback) -> None:
+        with self._cond:
+            if self._stopping:
+                raise RuntimeError("the scheduler is closed")
+            if len(self._queue) >= self.max_queue:
+                raise Overloaded(f"{len(self._queue)} inference jobs are waiting")
+            self._queue.append((job, callback))
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                batch = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
+            jobs = [job for job, _ in batch]
+            began = time.perf_counter()
+            outcome: list[DecodingResult] | BaseException
+            try:
+                outcome = run_windows(self.engine, jobs)
+            except Exception as e:  # reported to every session of the batch; the thread carries on
+                log.exception("inference failed for a batch of %d windows", len(jobs))
+                self.stats.errors += 1
+                outcome = e
+            self.stats.batches += 1
+            self.stats.jobs += len(jobs)
+            self.stats.busy_seconds += time.perf_counter() - began
+            self.stats.audio_seconds += sum(len(j.audio) for j in jobs) / 16000
+            for i, (job, callback) in enumerate(batch):
+                try:
+                    callback(job, outcome if isinstance(outcome, BaseException) else outcome[i])
+                except Exception:
+                    log.exception("a session's result handler failed")
+
+    def close(self, timeout: float | None = None) -> None:
+        """Finish the queued jobs, then stop the thread. Idempotent."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        self._thread.join(timeout)

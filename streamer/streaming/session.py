@@ -1,0 +1,344 @@
+"""One stream's transcription state, sans I/O: audio in, window jobs out, results in, events out.
+
+``feed`` buffers audio and runs the VAD; ``next_job`` says what to decode when the caller has an
+inference slot (the uncommitted audio of the current utterance, prompted with earlier committed text,
+its own committed words forced as a prefix); ``complete`` turns the result into events:
+
+- while speech goes on, words on which the last ``agreement`` hypotheses agree are committed (a
+  ``final``, append-only) and the rest is the ``partial`` tail;
+- at speech_end (or ``finalize``) the whole utterance is decoded once more, with temperature fallback
+  when the text looks like a loop or is improbable, and committed at once;
+- silence never reaches the model, a window the model judges to be non-speech commits nothing, a
+  decoding loop is cut and resets the prompt, tokens per second of audio are capped, and no word is
+  committed over audio the VAD found no voice in.
+
+Nothing here blocks or knows about threads: the caller serialises calls.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from streamer import SAMPLE_RATE
+from streamer.decoding.decode import DecodingResult
+from streamer.errors import StreamerError
+from streamer.mel import N_SAMPLES
+from streamer.streaming.events import Event, Final, Partial, Word
+from streamer.streaming.policy import agreed_prefix, find_loop
+from streamer.streaming.ring import BufferFull, RingBuffer
+from streamer.streaming.vad import SpeechEnd, SpeechStart, VadSegmenter
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    language: str | None = "en"  # None: detected on the first utterance (multilingual models)
+    task: str = "transcribe"
+    partials: bool = True
+    interval: float = 0.4  # seconds of new audio between re-decodes of the utterance
+    min_audio: float = 0.3  # shortest audio decoded for a partial
+    agreement: int = 2  # LocalAgreement-n: words the last n hypotheses share are committed
+    commit_margin: float = 0.3  # ... and that end at least this long before the audio decoded
+    first_commit_audio: float = 1.5  # an utterance's first words wait for this much audio (more context)
+    max_window: float = 24.0  # longer uncommitted speech forces a commit (the model sees at most 30 s)
+    trim_after: float = 12.0  # committed audio kept in the window before it moves to the prompt
+    vad_aggressiveness: int = 2
+    pre_roll_ms: int = 250
+    hangover_ms: int = 500
+    condition_on_previous_text: bool = True
+    prompt_tokens: int = 96
+    initial_prompt: tuple[int, ...] = ()
+    no_speech_threshold: float = 0.6
+    logprob_threshold: float = -1.0
+    compression_ratio_threshold: float = 2.4
+    fallback_temperatures: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)
+    max_tokens_per_second: float = 8.0
+    min_word_probability: float = 0.1  # a hypothesis whose every word is less likely is noise
+    voice_margin: float = 0.2  # a word is over speech if the VAD heard voice within this of it
+    buffer_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class WindowJob:
+    id: int
+    start: int  # absolute sample of audio[0]
+    audio: np.ndarray  # float32, 16 kHz, at most 30 s (a copy)
+    prompt: tuple[int, ...]
+    prefix: tuple[int, ...]  # the committed tokens of this window, forced
+    language: str | None
+    task: str
+    temperature: float
+    sample_len: int
+    final: bool  # the utterance ended at the window's end: commit everything
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.audio)
+
+
+_job_ids = itertools.count()
+
+
+class StreamSession:
+    def __init__(self, config: StreamConfig | None = None):
+        self.config = config = config or StreamConfig()
+        self.vad = VadSegmenter(
+            config.vad_aggressiveness, pre_roll_ms=config.pre_roll_ms, hangover_ms=config.hangover_ms,
+            history_s=2 * config.buffer_seconds,
+        )
+        self.ring = RingBuffer(int(config.buffer_seconds * SAMPLE_RATE))
+        self.language = config.language
+        self._segments: deque[list[int | None]] = deque()  # [start, end or None] of speech, oldest first
+        self._window_start: int | None = None
+        self._committed: list[Word] = []  # committed words of the current window (its forced prefix)
+        self._previous: deque[list[Word]] = deque(maxlen=max(1, config.agreement - 1))
+        self._last_job_end = 0
+        self._in_flight: WindowJob | None = None
+        self._attempts: list[tuple[DecodingResult, int | None]] = []  # a final's tries: result, loop start
+        self._context: deque[int] = deque(config.initial_prompt, maxlen=config.prompt_tokens)
+        self._partial: tuple[Word, ...] = ()
+        self._last_end = 0.0  # end of the last committed word, seconds
+        self.committed_words = 0
+
+    # -- audio in -----------------------------------------------------------------------------------
+
+    @property
+    def time(self) -> float:
+        """Seconds of audio received."""
+        return self.ring.end / SAMPLE_RATE
+
+    @property
+    def busy(self) -> bool:
+        """Speech is buffered that has not been committed, or a job is out."""
+        return bool(self._segments) or self._in_flight is not None
+
+    def feed(self, samples: np.ndarray) -> list[Event]:
+        """Take 16 kHz mono float32 samples; returns the speech boundaries they complete."""
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        self._trim()
+        try:
+            self.ring.append(samples)
+        except BufferFull:
+            raise StreamerError(
+                f"transcription fell {self.config.buffer_seconds:.0f} s behind the audio; the machine is overloaded"
+            ) from None
+        events: list[Event] = []
+        for boundary in self.vad.feed(samples):
+            self._boundary(boundary)
+            events.append(boundary)
+        return events
+
+    def _boundary(self, event: SpeechStart | SpeechEnd) -> None:
+        if isinstance(event, SpeechStart):
+            self._segments.append([max(event.sample, self.ring.start), None])
+            if self._window_start is None:
+                self._window_start = self._segments[0][0]
+        elif self._segments and self._segments[-1][1] is None:
+            self._segments[-1][1] = max(event.sample, self._segments[-1][0] or 0)
+
+    def finalize(self) -> None:
+        """Commit everything heard so far as soon as it is decoded (speech going on continues after)."""
+        if self._segments and self._segments[-1][1] is None:
+            self._segments[-1][1] = self.ring.end
+            if self.vad.in_speech:
+                self._segments.append([self.ring.end, None])
+
+    def flush(self) -> list[Event]:
+        """End of the stream: close open speech; the caller then runs jobs until ``busy`` is false."""
+        events: list[Event] = []
+        for boundary in self.vad.flush():
+            self._boundary(boundary)
+            events.append(boundary)
+        return events
+
+    def _trim(self) -> None:
+        if self._window_start is not None:
+            keep = self._window_start
+        elif self._segments:
+            keep = self._segments[0][0] or 0
+        else:  # idle: keep enough for the VAD's pre-roll
+            keep = self.ring.end - SAMPLE_RATE
+        self.ring.trim(min(max(self.ring.start, keep), self.ring.end))
+
+    # -- jobs out -----------------------------------------------------------------------------------
+
+    def next_job(self) -> WindowJob | None:
+        """The decode to run now, if any (one at a time per session)."""
+        if self._in_flight is not None or not self._segments:
+            return None
+        config = self.config
+        seg_start, seg_end = self._segments[0]
+        start = self._window_start if self._window_start is not None else seg_start
+        assert start is not None
+        self._window_start = start
+        final = seg_end is not None
+        end = seg_end if seg_end is not None else self.ring.end
+        if not final:
+            if len(self._segments) > 1:  # cannot happen: only the newest segment is open
+                return None
+            new_audio = end - max(self._last_job_end, start)
+            if new_audio < config.interval * SAMPLE_RATE or end - start < config.min_audio * SAMPLE_RATE:
+                return None
+        if end - start > N_SAMPLES:  # never more than the model's 30 s: commit by force first
+            end, final = start + N_SAMPLES, False
+        temperatures = (0.0, *config.fallback_temperatures)
+        temperature = temperatures[min(len(self._attempts), len(temperatures) - 1)] if final else 0.0
+        prefix = tuple(t for w in self._committed for t in w.tokens)
+        seconds = (end - start) / SAMPLE_RATE
+        sample_len = max(8, int(10 + config.max_tokens_per_second * seconds) - len(prefix))
+        prompt = tuple(self._context) if config.condition_on_previous_text else tuple(config.initial_prompt)
+        job = WindowJob(
+            id=next(_job_ids), start=start, audio=self.ring.view(start, end).copy(), prompt=prompt, prefix=prefix,
+            language=self.language, task=config.task, temperature=temperature, sample_len=sample_len, final=final,
+        )
+        self._in_flight = job
+        self._last_job_end = end
+        return job
+
+    def abandon(self, job: WindowJob) -> None:
+        """The job could not be run (no inference capacity): it is as if it had not been asked for."""
+        if job is self._in_flight:
+            self._in_flight = None
+            self._last_job_end = job.start if job.final else self._last_job_end
+
+    # -- results in ---------------------------------------------------------------------------------
+
+    def complete(self, job: WindowJob, result: DecodingResult) -> list[Event]:
+        """Take the decode of ``job``; returns the final and partial events it yields."""
+        if job is not self._in_flight:
+            raise ValueError("complete() got a job that is not this session's job in flight")
+        self._in_flight = None
+        if self.language is None:
+            self.language = result.language
+        config = self.config
+        context = job.prefix[-32:]
+        loop = find_loop((*context, *result.tokens), fresh_from=len(context))
+        loop_at = None if loop is None else loop - len(context)  # index into the sampled tokens
+        capped = len(result.tokens) >= job.sample_len
+        silent = result.no_speech_prob > config.no_speech_threshold and result.avg_logprob < config.logprob_threshold
+        doubtful = (
+            loop_at is not None
+            or capped
+            or result.compression_ratio > config.compression_ratio_threshold
+            or result.avg_logprob < config.logprob_threshold
+        )
+        if job.final:
+            self._attempts.append((result, loop_at))
+            if doubtful and not silent and len(self._attempts) <= len(config.fallback_temperatures):
+                return []  # decode again, hotter (next_job)
+            result, loop_at = self._best_attempt()
+            self._attempts.clear()
+        if loop_at is not None:
+            self._context.clear()  # a loop is often primed by the prompt
+        if not job.final and doubtful and loop_at is None and not silent:
+            return []  # an unreliable decode mid-utterance: keep what we have, wait for the next one
+        words = [] if silent else self._new_words(job, result, loop_at)
+        if words and max(w.probability for w in words) < config.min_word_probability:
+            words = []
+        if job.final:
+            return self._commit_utterance(job, words)
+        return self._commit_agreed(job, words)
+
+    def _best_attempt(self) -> tuple[DecodingResult, int | None]:
+        clean = [
+            (r, loop) for r, loop in self._attempts
+            if loop is None and r.compression_ratio <= self.config.compression_ratio_threshold
+        ]
+        if clean:
+            return max(clean, key=lambda a: a[0].avg_logprob)
+        return self._attempts[0]
+
+    def _new_words(self, job: WindowJob, result: DecodingResult, loop_at: int | None) -> list[Word]:
+        """The result's words after the forced prefix, in stream seconds, cut where a loop starts."""
+        timings = result.words or []
+        n_prefix = len(job.prefix)
+        offset = job.start / SAMPLE_RATE
+        words: list[Word] = []
+        count = 0
+        floor = self._last_end
+        audio_end = job.end / SAMPLE_RATE
+        for w in timings:
+            count += len(w.tokens)
+            if count <= n_prefix:
+                continue
+            if loop_at is not None and count - n_prefix > loop_at:
+                break
+            start = max(round(offset + w.start, 3), floor)
+            end = max(round(offset + w.end, 3), start)
+            if start >= audio_end - 0.1:  # too close to the end of the audio to have been said in it
+                break
+            words.append(Word(w.word, start, end, w.probability, w.tokens))
+            floor = end
+        return words
+
+    def _over_speech(self, word: Word) -> bool:
+        margin = self.config.voice_margin
+        a = int((word.start - margin) * SAMPLE_RATE)
+        b = int((word.end + margin) * SAMPLE_RATE)
+        return self.vad.voiced_seconds(a, b) > 0.0
+
+    def _commit(self, words: Sequence[Word], closes: bool = False) -> list[Event]:
+        if not words:
+            return []
+        self._committed.extend(words)
+        self._last_end = words[-1].end
+        self.committed_words += len(words)
+        return [Final(tuple(words), closes)]
+
+    def _show(self, tail: Sequence[Word]) -> list[Event]:
+        tail = tuple(tail)
+        if not self.config.partials or [w.word for w in tail] == [w.word for w in self._partial]:
+            self._partial = tail
+            return []
+        self._partial = tail
+        return [Partial(tail)]
+
+    def _commit_utterance(self, job: WindowJob, words: list[Word]) -> list[Event]:
+        events = self._commit([w for w in words if self._over_speech(w)], closes=True)
+        events += self._show(())
+        self._context.extend(t for w in self._committed for t in w.tokens)
+        self._committed.clear()
+        self._previous.clear()
+        self._segments.popleft()
+        self._window_start = self._segments[0][0] if self._segments else None
+        self._last_job_end = job.end
+        return events
+
+    def _commit_agreed(self, job: WindowJob, words: list[Word]) -> list[Event]:
+        config = self.config
+        n = min((agreed_prefix(prev, words) for prev in self._previous), default=0)
+        if len(self._previous) < self._previous.maxlen:  # type: ignore[operator]
+            n = 0
+        window_start = self._window_start if self._window_start is not None else job.start
+        forced = job.end - window_start > config.max_window * SAMPLE_RATE
+        if forced:  # too long uncommitted: commit all but the words of the last second
+            limit = job.end / SAMPLE_RATE - 1.0
+            n = max(n, sum(1 for w in words if w.end <= limit))
+        if not self._committed and job.end - window_start < config.first_commit_audio * SAMPLE_RATE:
+            n = 0
+        margin_end = job.end / SAMPLE_RATE - config.commit_margin
+        while n > 0 and words[n - 1].end > margin_end:
+            n -= 1
+        if 0 < n == len(words) and not forced and words[-1].word.rstrip()[-1:] in ".?!,;:":
+            n -= 1  # punctuation at the very end of the audio is often premature: let it settle
+        agreed = []
+        for w in words[:n]:
+            if not self._over_speech(w):
+                break
+            agreed.append(w)
+        events = self._commit(agreed)
+        tail = words[len(agreed) :]
+        self._previous.append(tail)
+        events += self._show(tail)
+        if forced and not agreed:  # the model hears no words in a long window: let its older part go
+            self._window_start = max(window_start, job.end - SAMPLE_RATE)
+            self._previous.clear()
+        if self._committed and self._committed[-1].end - window_start / SAMPLE_RATE > config.trim_after:
+            self._context.extend(t for w in self._committed for t in w.tokens)
+            self._window_start = max(window_start, int(self._committed[-1].end * SAMPLE_RATE))
+            self._committed.clear()
+        return events

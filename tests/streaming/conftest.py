@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamer.audio import load_audio
+from streamer.engine import Engine
+from streamer.streaming.events import Event, Final, Partial
+from tests.conftest import FIXTURES
+
+SENSE = [FIXTURES / f"sense_and_sensibility_01_austen_64kb-08{n}0.wav" for n in (7, 8, 9)]
+
+
+@pytest.fixture(scope="session")
+def engine():
+    """tiny.en quantised to int8 as the streaming commands run it on a CPU (its own copy: quantising
+    works in place)."""
+    from streamer.model.loading import load_model
+
+    return Engine(load_model("tiny.en"), max_batch=8, compute_type="int8")
+
+
+def joined(paths: list[Path], gap: float = 1.0) -> np.ndarray:
+    silence = np.zeros(int(gap * 16000), dtype=np.float32)
+    return np.concatenate([x for p in paths for x in (load_audio(p), silence)])
+
+
+def final_text(events: list[Event]) -> str:
+    return " ".join(e.text for e in events if isinstance(e, Final))
+
+
+def words_of(events: list[Event]) -> list[str]:
+    return [w.word for e in events if isinstance(e, Partial | Final) for w in e.words]
+
+
+def sox(tmp_path: Path, name: str, *effect: str) -> np.ndarray:
+    if shutil.which("sox") is None:
+        pytest.skip("sox is not installed (apt-get install sox)")
+    out = tmp_path / f"{name}.wav"
+    subprocess.run(["sox", "-n", "-r", "16000", "-c", "1", "-b", "16", str(out), *effect], check=True)
+    return load_audio(out)
