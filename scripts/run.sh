@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set everything up, then run the main job: transcribe a bundled fixture offline with the bundled model.
+# Set everything up, then run the main job: the WebSocket daemon on the bundled tiny.en model, offline.
+# Extra arguments go to `streamer serve` (e.g. --port 9000 --token SECRET).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-exec .venv/bin/streamer transcribe "${@:-tests/fixtures/sense_and_sensibility_01_austen_64kb-0870.wav}"
+exec .venv/bin/streamer serve "$@"

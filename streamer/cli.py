@@ -83,6 +83,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--progress", action=argparse.BooleanOptionalAction, default=None,
         help="progress bar on stderr for audio over a minute (default: when stderr is a terminal)",
     )
+    v = sub.add_parser("serve", help="run the WebSocket daemon (protocol v1 at /v1/stream)")
+    v.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    v.add_argument("--port", type=int, default=8765, help="TCP port (0: any free port)")
+    v.add_argument("--model", default="tiny.en", help="bundled name (tiny.en, base) or a model path")
+    v.add_argument("--token", default=None, help="require this token (default: $STREAMER_TOKEN, if set)")
+    v.add_argument("--max-sessions", type=_positive_int, default=8, help="concurrent sessions (more get 1013)")
+    v.add_argument("--origins", nargs="+", default=None, help="allowed browser Origin headers (default: any)")
+    v.add_argument("--tls-cert", default=None, help="certificate (PEM) for wss://")
+    v.add_argument("--tls-key", default=None, help="private key (PEM) for --tls-cert")
+    v.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    v.add_argument("--compute-type", choices=("float32", "int8", "float16", "bfloat16"), default=None,
+                   help="weights precision (default: int8 on CPU, float16 on CUDA)")
+    v.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for inference")
     return parser
 
 
@@ -200,7 +213,55 @@ def _stream(args: argparse.Namespace, language: str | None, device: torch.device
     return 0
 
 
-COMMANDS = {"transcribe": cmd_transcribe}
+def cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import os
+    import signal
+
+    from streamer.daemon.server import Daemon, ServeOptions
+    from streamer.engine import Engine
+    from streamer.model.loading import load_model
+
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise StreamerError("--tls-cert and --tls-key go together")
+    if not 0 <= args.port <= 65535:
+        raise StreamerError(f"--port: {args.port} is not a TCP port")
+    device = _device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    loaded = load_model(args.model, device=device)
+    engine = Engine(loaded, compute_type=args.compute_type or ("float16" if device.type == "cuda" else "int8"))
+    options = ServeOptions(
+        host=args.host, port=args.port, token=args.token or os.environ.get("STREAMER_TOKEN") or None,
+        max_sessions=args.max_sessions, origins=args.origins, tls_cert=args.tls_cert, tls_key=args.tls_key,
+    )
+
+    async def run() -> None:
+        daemon = Daemon(engine, loaded.name, options)
+        loop = asyncio.get_running_loop()
+        signals = 0
+
+        def on_signal() -> None:
+            nonlocal signals
+            signals += 1
+            if signals > 1:
+                log.warning("second signal: exiting now")
+                os._exit(1)
+            loop.create_task(daemon.shutdown())
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
+        try:
+            await daemon.start()
+        except OSError as e:
+            raise StreamerError(f"cannot listen on {args.host}:{args.port}: {e.strerror}") from None
+        await daemon.wait_stopped()
+
+    asyncio.run(run())
+    return 0
+
+
+COMMANDS = {"transcribe": cmd_transcribe, "serve": cmd_serve}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

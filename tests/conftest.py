@@ -39,6 +39,16 @@ def base():
     return load_model("base")
 
 
+@pytest.fixture(scope="session")
+def engine():
+    """tiny.en quantised to int8 as the streaming commands run it on a CPU (its own copy: quantising
+    works in place)."""
+    from streamer.engine import Engine
+    from streamer.model.loading import load_model
+
+    return Engine(load_model("tiny.en"), max_batch=8, compute_type="int8")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if torch.cuda.is_available():
         return

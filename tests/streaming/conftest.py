@@ -8,20 +8,10 @@ import numpy as np
 import pytest
 
 from streamer.audio import load_audio
-from streamer.engine import Engine
 from streamer.streaming.events import Event, Final, Partial
 from tests.conftest import FIXTURES
 
 SENSE = [FIXTURES / f"sense_and_sensibility_01_austen_64kb-08{n}0.wav" for n in (7, 8, 9)]
-
-
-@pytest.fixture(scope="session")
-def engine():
-    """tiny.en quantised to int8 as the streaming commands run it on a CPU (its own copy: quantising
-    works in place)."""
-    from streamer.model.loading import load_model
-
-    return Engine(load_model("tiny.en"), max_batch=8, compute_type="int8")
 
 
 def joined(paths: list[Path], gap: float = 1.0) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""The WebSocket daemon: protocol v1, one model serving many sessions."""

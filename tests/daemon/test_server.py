@@ -1,0 +1,248 @@
+"""The daemon against real websockets clients on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from streamer.audio import load_audio
+from streamer.daemon.server import Daemon, ServeOptions
+from streamer.decoding.transcribe import transcribe
+from tests.conftest import FIXTURES, normalize
+
+CLIP = FIXTURES / "sense_and_sensibility_01_austen_64kb-0870.wav"
+
+
+@pytest.fixture
+async def daemon(engine):
+    d = Daemon(engine, "tiny.en", ServeOptions(port=0, token="s3cret", max_sessions=3))
+    await d.start()
+    yield d
+    await d.shutdown()
+
+
+def url(d: Daemon, token: str | None = "s3cret") -> str:
+    return f"ws://127.0.0.1:{d.port}/v1/stream" + (f"?token={token}" if token else "")
+
+
+def pcm16(audio: np.ndarray) -> bytes:
+    return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+async def stream_file(uri: str, audio: np.ndarray, frame_s: float = 0.1, pace: float = 0.0, **start) -> list[dict]:
+    events = []
+    async with connect(uri, max_size=None) as ws:
+        await ws.send(json.dumps({"type": "start", **start}))
+        ready = json.loads(await ws.recv())
+        assert ready["type"] == "ready"
+        step = int(16000 * frame_s)
+        data = pcm16(np.concatenate([audio, np.zeros(16000, np.float32)]))
+
+        async def reader():
+            async for message in ws:
+                events.append(json.loads(message))
+
+        task = asyncio.create_task(reader())
+        for i in range(0, len(data), 2 * step):
+            await ws.send(data[i : i + 2 * step])
+            if pace:
+                await asyncio.sleep(pace)
+        await ws.send(json.dumps({"type": "end"}))
+        await task
+        assert ws.close_code == 1000
+    return events
+
+
+def finals(events: list[dict]) -> str:
+    return " ".join(e["text"] for e in events if e["type"] == "final")
+
+
+async def test_round_trip_gives_the_offline_text(daemon, engine):
+    audio = load_audio(CLIP)
+    events = await stream_file(url(daemon), audio)
+    offline = transcribe(engine.model, engine.tokenizer, audio).text
+    assert normalize(finals(events)) == normalize(offline)
+    assert events[-1] == {"type": "done"}
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == "speech_start" and "speech_end" in kinds and "partial" in kinds
+    words = [w for e in events if e["type"] == "final" for w in e["words"]]
+    assert all(set(w) == {"word", "start", "end", "probability"} for w in words)
+
+
+async def test_header_token_and_other_rates(daemon):
+    audio = load_audio(FIXTURES / "005.wav")
+    import soxr
+
+    audio48 = soxr.resample(audio, 16000, 48000).astype(np.float32)
+    events = []
+    async with connect(url(daemon, None), additional_headers={"Authorization": "Bearer s3cret"}) as ws:
+        await ws.send(json.dumps({"type": "start", "sample_rate": 48000, "encoding": "pcm_f32le"}))
+        assert json.loads(await ws.recv())["sample_rate"] == 48000
+        data = np.concatenate([audio48, np.zeros(48000, np.float32)]).astype("<f4").tobytes()
+        for i in range(0, len(data), 4 * 4800):
+            await ws.send(data[i : i + 4 * 4800])
+        await ws.send(json.dumps({"type": "end"}))
+        async for message in ws:
+            events.append(json.loads(message))
+    assert "spades" in normalize(finals(events)) and "hearts" in normalize(finals(events))
+
+
+@pytest.mark.parametrize("token", [None, "wrong"])
+async def test_bad_or_missing_token_is_refused_with_401(daemon, token):
+    with pytest.raises(InvalidStatus) as info:
+        async with connect(url(daemon, token)):
+            pass
+    assert info.value.response.status_code == 401
+
+
+async def expect_close(daemon, messages, code, error_code):
+    async with connect(url(daemon)) as ws:
+        for m in messages:
+            await ws.send(m)
+        received = []
+        with pytest.raises(ConnectionClosed):
+            while True:
+                received.append(json.loads(await ws.recv()))
+        assert ws.close_code == code
+        errors = [r for r in received if r["type"] == "error"]
+        assert errors and errors[-1]["code"] == error_code and errors[-1]["message"]
+
+
+START = json.dumps({"type": "start"})
+
+
+@pytest.mark.parametrize(
+    ("messages", "code", "error_code"),
+    [
+        ([b"\x00\x00" * 160], 1003, "audio_before_start"),
+        (["{not json"], 1008, "invalid_json"),
+        ([json.dumps({"type": "start", "sample_rate": 7999})], 1008, "bad_start"),
+        ([json.dumps({"type": "start", "encoding": "mp3"})], 1008, "bad_start"),
+        ([json.dumps({"type": "start", "language": "de"})], 1008, "bad_start"),
+        ([json.dumps({"type": "hello"})], 1008, "expected_start"),
+        ([START, json.dumps({"type": "dance"})], 1003, "unknown_type"),
+        ([START, START], 1003, "already_started"),
+        ([START, b"\x00\x00\x00"], 1003, "partial_sample"),
+        ([START, b"\x00\x00" * 20000], 1009, "frame_too_large"),
+    ],
+    ids=["audio-first", "bad-json", "rate", "encoding", "language", "not-start", "unknown", "start-twice",
+         "odd-bytes", "too-large"],
+)
+async def test_bad_input_gets_an_error_and_its_close_code(daemon, messages, code, error_code):
+    await expect_close(daemon, messages, code, error_code)
+
+
+async def test_frames_over_the_message_limit_close_with_1009(daemon):
+    async with connect(url(daemon), max_size=None) as ws:
+        await ws.send(START)
+        await ws.recv()
+        await ws.send(b"\x00" * (1 << 20))
+        with pytest.raises(ConnectionClosed):
+            while True:
+                await ws.recv()
+        assert ws.close_code == 1009
+
+
+async def test_over_capacity_gets_1013(daemon):
+    held = [await connect(url(daemon)) for _ in range(3)]
+    try:
+        for ws in held:
+            await ws.send(START)
+            await ws.recv()
+        await expect_close(daemon, [], 1013, "over_capacity")
+    finally:
+        for ws in held:
+            await ws.close()
+
+
+async def test_three_concurrent_sessions_each_get_their_own_text(daemon):
+    clips = [CLIP, FIXTURES / "005.wav", FIXTURES / "sense_and_sensibility_01_austen_64kb-0880.wav"]
+    results = await asyncio.gather(*(stream_file(url(daemon), load_audio(c), pace=0.02) for c in clips))
+    texts = [normalize(finals(r)) for r in results]
+    assert "dashwood" in texts[0] and "spades" not in texts[0]
+    assert "spades" in texts[1] and "dashwood" not in texts[1]
+    assert "ill disposed" in texts[2] and "dashwood" not in texts[2]
+
+
+async def test_a_vanished_client_frees_its_session(daemon):
+    sock = socket.create_connection(("127.0.0.1", daemon.port))
+    ws = await connect(url(daemon))
+    await ws.send(START)
+    await ws.recv()
+    await ws.send(pcm16(load_audio(CLIP)[:16000]))
+    ws.transport.abort()  # no close frame
+    sock.close()
+    for _ in range(100):
+        if not daemon.sessions:
+            break
+        await asyncio.sleep(0.05)
+    assert not daemon.sessions
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+async def test_health_and_metrics(daemon):
+    await stream_file(url(daemon), load_audio(FIXTURES / "001.wav"))
+    status, body = await asyncio.to_thread(http_get, daemon.port, "/healthz")
+    assert status == 200
+    status, body = await asyncio.to_thread(http_get, daemon.port, "/metrics")
+    assert status == 200
+    assert "streamer_sessions_total 1" in body
+    assert "streamer_final_latency_seconds_count" in body and "streamer_queue_depth" in body
+    assert "s3cret" not in body
+
+
+def test_sigterm_drains_sessions_and_delivers_their_finals(tmp_path):
+    """A real `streamer serve` process: SIGTERM mid-stream flushes the finals, closes 1001, exits 0."""
+    port_file = tmp_path / "log"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "STREAMER_TOKEN": "t"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamer", "serve", "--port", str(port)], env=env, stderr=open(port_file, "wb"),
+    )
+    try:
+        async def client() -> tuple[list[dict], int | None]:
+            for _ in range(300):
+                if "ready on" in port_file.read_text():
+                    break
+                await asyncio.sleep(0.1)
+            events = []
+            async with connect(f"ws://127.0.0.1:{port}/v1/stream?token=t") as ws:
+                await ws.send(START)
+                await ws.recv()
+                data = pcm16(load_audio(CLIP))
+                for i in range(0, len(data), 32000):  # 1 s frames
+                    await ws.send(data[i : i + 32000])
+                await asyncio.sleep(0.5)
+                proc.send_signal(signal.SIGTERM)
+                async for message in ws:
+                    events.append(json.loads(message))
+                return events, ws.close_code
+
+        events, code = asyncio.run(client())
+        assert code == 1001
+        assert "dashwood" in normalize(finals(events))
+        assert events[-1] == {"type": "done"}
+        assert proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
