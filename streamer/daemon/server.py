@@ -275,8 +275,8 @@ class Daemon:
         session_id = f"s{next(self._ids)}"
         if len(self.sessions) >= self.options.max_sessions:
             self.metrics.error("over_capacity")
-            error = ProtocolError("over_capacity", f"the server is at its limit of {self.options.max_sessions} sessions",
-                                  protocol.TRY_AGAIN)
+            limit = self.options.max_sessions
+            error = ProtocolError("over_capacity", f"the server is at its limit of {limit} sessions", protocol.TRY_AGAIN)
             try:
                 await conn.send(json.dumps(error.to_dict()))
             except ConnectionClosed:

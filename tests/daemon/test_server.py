@@ -217,9 +217,8 @@ def test_sigterm_drains_sessions_and_delivers_their_finals(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "STREAMER_TOKEN": "t"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamer", "serve", "--port", str(port)], env=env, stderr=open(port_file, "wb"),
-    )
+    log_file = port_file.open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "streamer", "serve", "--port", str(port)], env=env, stderr=log_file)
     try:
         async def client() -> tuple[list[dict], int | None]:
             for _ in range(300):
@@ -246,3 +245,4 @@ def test_sigterm_drains_sessions_and_delivers_their_finals(tmp_path):
         assert proc.wait(timeout=60) == 0
     finally:
         proc.kill()
+        log_file.close()
