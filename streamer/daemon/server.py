@@ -276,7 +276,8 @@ class Daemon:
         if len(self.sessions) >= self.options.max_sessions:
             self.metrics.error("over_capacity")
             limit = self.options.max_sessions
-            error = ProtocolError("over_capacity", f"the server is at its limit of {limit} sessions", protocol.TRY_AGAIN)
+            message = f"the server is at its limit of {limit} sessions"
+            error = ProtocolError("over_capacity", message, protocol.TRY_AGAIN)
             try:
                 await conn.send(json.dumps(error.to_dict()))
             except ConnectionClosed:
