@@ -28,9 +28,9 @@ def _text(words: tuple[Word, ...]) -> str:
 
 
 @dataclass(frozen=True)
-class Partial:
+class _Hypothesis:
     words: tuple[Word, ...]
-    type = "partial"
+    type = "hypothesis"
 
     @property
     def text(self) -> str:
@@ -41,17 +41,14 @@ class Partial:
 
 
 @dataclass(frozen=True)
-class Final:
-    words: tuple[Word, ...]
+class Partial(_Hypothesis):
+    type = "partial"
+
+
+@dataclass(frozen=True)
+class Final(_Hypothesis):
     closes: bool = False  # the last final of an utterance
     type = "final"
-
-    @property
-    def text(self) -> str:
-        return _text(self.words)
-
-    def to_dict(self, word_timestamps: bool = True) -> dict[str, object]:
-        return _hypothesis_dict(self.type, self.words, word_timestamps)
 
 
 def _hypothesis_dict(kind: str, words: tuple[Word, ...], word_timestamps: bool) -> dict[str, object]:
