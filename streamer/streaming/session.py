@@ -203,7 +203,6 @@ class StreamSession:
         """The job could not be run (no inference capacity): it is as if it had not been asked for."""
         if job is self._in_flight:
             self._in_flight = None
-            self._last_job_end = job.start if job.final else self._last_job_end
 
     # -- results in ---------------------------------------------------------------------------------
 

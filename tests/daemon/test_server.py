@@ -177,13 +177,11 @@ async def test_three_concurrent_sessions_each_get_their_own_text(daemon):
 
 
 async def test_a_vanished_client_frees_its_session(daemon):
-    sock = socket.create_connection(("127.0.0.1", daemon.port))
     ws = await connect(url(daemon))
     await ws.send(START)
     await ws.recv()
     await ws.send(pcm16(load_audio(CLIP)[:16000]))
     ws.transport.abort()  # no close frame
-    sock.close()
     for _ in range(100):
         if not daemon.sessions:
             break
