@@ -36,22 +36,18 @@ from streamer.streaming.inference import run_windows
 from streamer.streaming.live import LiveStream
 from streamer.streaming.scheduler import Scheduler
 from streamer.streaming.session import StreamConfig, WindowJob
+from streamer.textnorm import normalize, word_errors
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 CLIPS = [f"sense_and_sensibility_01_austen_64kb-08{n}0.wav" for n in (7, 8, 9)] + [f"00{n}.wav" for n in range(1, 6)]
 
 
 def normalize_words(text: str) -> list[str]:
-    return re.sub(r"[^\w\s]", " ", text.lower()).split()
+    return normalize(text).split()
 
 
 def wer(reference: list[str], hypothesis: list[str]) -> float:
-    d = list(range(len(hypothesis) + 1))
-    for i, r in enumerate(reference, 1):
-        prev, d[0] = d[0], i
-        for j, h in enumerate(hypothesis, 1):
-            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (r != h))
-    return d[len(hypothesis)] / max(1, len(reference))
+    return word_errors(reference, hypothesis) / max(1, len(reference))
 
 
 def truth() -> list[str]:
@@ -153,16 +149,19 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=1)
     parser.add_argument("--interval", type=float, default=StreamConfig.interval)
     parser.add_argument("--compute-type", default="int8")
+    parser.add_argument("--encoder-seconds", type=float, default=StreamConfig.encoder_seconds,
+                        help="encode short windows padded to this many seconds instead of 30 (audio_ctx)")
     args = parser.parse_args()
     engine = Engine(load_model("tiny.en"), max_batch=max(8, args.streams), compute_type=args.compute_type)
     audio, refs = reference_words(engine, args.gap)
     offline = transcribe(engine.model, engine.tokenizer, audio, TranscribeOptions()).text
-    config = StreamConfig(interval=args.interval)
+    config = StreamConfig(interval=args.interval, encoder_seconds=args.encoder_seconds)
     recorders, stats = live(engine, audio, refs, config, args.speed, args.streams)
     human = truth()
     offline_words = normalize_words(offline)
     print(f"audio {len(audio) / SAMPLE_RATE:.1f} s, {len(refs)} reference words, {args.streams} stream(s) "
-          f"at {args.speed}x, interval {args.interval} s, torch threads {torch.get_num_threads()}")
+          f"at {args.speed}x, interval {args.interval} s, encoder {args.encoder_seconds:g} s, "
+          f"torch threads {torch.get_num_threads()}")
     print(f"offline WER vs human transcript: {100 * wer(human, offline_words):.1f}%")
     for n, rec in enumerate(recorders):
         streamed = normalize_words(" ".join(rec.finals))
@@ -177,9 +176,8 @@ def main() -> None:
         )
     print(f"scheduler: {stats.jobs} windows in {stats.batches} batches, busy {stats.busy_seconds:.1f} s "
           f"for {len(audio) / SAMPLE_RATE * args.streams:.1f} s of stream audio")
-    if args.streams == 1:
-        print("offline:  ", offline)
-        print("streamed: ", " ".join(recorders[0].finals))
+    print("offline:  ", offline)
+    print("streamed: ", " ".join(recorders[0].finals), "(stream 0)")
 
 
 if __name__ == "__main__":

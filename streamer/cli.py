@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 import torch
 
 from streamer import __version__
 from streamer.errors import StreamerError
+
+if TYPE_CHECKING:
+    from streamer.streaming.events import Event
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +102,24 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--compute-type", choices=("float32", "int8", "float16", "bfloat16"), default=None,
                    help="weights precision (default: int8 on CPU, float16 on CUDA)")
     v.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for inference")
+
+    m = sub.add_parser("mic", help="live captions from a microphone in the terminal (and to caption displays)")
+    m.add_argument("--device", default=None, help="input device name or index (default: the system's default)")
+    m.add_argument("--list-devices", action="store_true", help="list the input devices and exit")
+    m.add_argument("--model", default="tiny.en", help="bundled name (tiny.en, base) or a model path")
+    m.add_argument("--language", default=None, help="spoken language (multilingual models; default: detect)")
+    m.add_argument("--format", choices=("text", "jsonl"), default="text", help="terminal captions or JSON lines")
+    m.add_argument("--partials", action=argparse.BooleanOptionalAction, default=True, help="show partials")
+    m.add_argument("--duration", type=_non_negative_float, default=None, help="stop after this many seconds")
+    m.add_argument("--serve", action="store_true",
+                   help="also publish the captions at ws://HOST:PORT/v1/captions (and serve /v1/stream)")
+    m.add_argument("--host", default="127.0.0.1", help="with --serve: address to bind")
+    m.add_argument("--port", type=int, default=8765, help="with --serve: TCP port (0: any free port)")
+    m.add_argument("--token", default=None, help="with --serve: require this token (default: $STREAMER_TOKEN)")
+    m.add_argument("--compute-device", choices=("cpu", "cuda"), default="cpu", help="where the model runs")
+    m.add_argument("--compute-type", choices=("float32", "int8", "float16", "bfloat16"), default=None,
+                   help="weights precision (default: int8 on CPU, float16 on CUDA)")
+    m.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for inference")
     return parser
 
 
@@ -130,13 +154,8 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     from streamer.engine import apply_compute_type
     from streamer.formats import format_transcript
     from streamer.model.loading import load_model
-    from streamer.tokenizer import LANGUAGES, TO_LANGUAGE_CODE
 
-    language = args.language
-    if language is not None:
-        language = TO_LANGUAGE_CODE.get(language.lower(), language.lower())
-        if language not in LANGUAGES:
-            raise StreamerError(f"--language: unknown language {args.language!r}")
+    language = _language(args.language)
     device = _device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -214,10 +233,6 @@ def _stream(args: argparse.Namespace, language: str | None, device: torch.device
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import asyncio
-    import os
-    import signal
-
     from streamer.daemon.server import Daemon, ServeOptions
     from streamer.engine import Engine
     from streamer.model.loading import load_model
@@ -239,18 +254,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     async def run() -> None:
         daemon = Daemon(engine, loaded.name, options)
         loop = asyncio.get_running_loop()
-        signals = 0
 
-        def on_signal() -> None:
-            nonlocal signals
-            signals += 1
-            if signals > 1:
-                log.warning("second signal: exiting now")
-                os._exit(1)
+        def stop() -> None:
             loop.create_task(daemon.shutdown())
 
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_signal)
+        _install_signals(loop, stop)
         try:
             await daemon.start()
         except OSError as e:
@@ -261,7 +269,95 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"transcribe": cmd_transcribe, "serve": cmd_serve}
+def _language(name: str | None) -> str | None:
+    from streamer.tokenizer import LANGUAGES, TO_LANGUAGE_CODE
+
+    if name is None:
+        return None
+    code = TO_LANGUAGE_CODE.get(name.lower(), name.lower())
+    if code not in LANGUAGES:
+        raise StreamerError(f"--language: unknown language {name!r}")
+    return code
+
+
+def _install_signals(loop: asyncio.AbstractEventLoop, first: Callable[[], None]) -> None:
+    """SIGTERM/SIGINT: the first runs ``first`` (an orderly stop), a second exits at once."""
+    count = 0
+
+    def on_signal() -> None:
+        nonlocal count
+        count += 1
+        if count > 1:
+            log.warning("second signal: exiting now")
+            os._exit(1)
+        first()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+
+
+def cmd_mic(args: argparse.Namespace) -> int:
+    from streamer.daemon.captions import CaptionHub
+    from streamer.daemon.server import Daemon, ServeOptions
+    from streamer.engine import Engine
+    from streamer.mic import Microphone, caption_microphone, list_devices
+    from streamer.model.loading import load_model
+    from streamer.streaming.inference import warm_up
+    from streamer.streaming.output import EventWriter
+    from streamer.streaming.scheduler import Scheduler
+    from streamer.streaming.session import StreamConfig
+
+    if args.list_devices:
+        sys.stdout.write(list_devices())
+        return 0
+    if not 0 <= args.port <= 65535:
+        raise StreamerError(f"--port: {args.port} is not a TCP port")
+    language = _language(args.language)
+    device = _device(args.compute_device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    loaded = load_model(args.model, device=device)
+    if not loaded.tokenizer.is_multilingual and language not in (None, "en"):
+        raise StreamerError(f"--language {args.language}: model {loaded.name} is English-only")
+    engine = Engine(loaded, compute_type=args.compute_type or ("float16" if device.type == "cuda" else "int8"))
+    config = StreamConfig(language=language if loaded.tokenizer.is_multilingual else "en", partials=args.partials)
+    writer = EventWriter(sys.stdout, args.format)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        _install_signals(asyncio.get_running_loop(), stop.set)
+        daemon: Daemon | None = None
+        sinks: list[Callable[[list[Event]], None]] = [writer]
+        if args.serve:
+            token = args.token or os.environ.get("STREAMER_TOKEN") or None
+            daemon = Daemon(engine, loaded.name, ServeOptions(host=args.host, port=args.port, token=token))
+            daemon.captions = hub = CaptionHub("mic", loaded.name)
+            sinks.append(hub)
+            try:
+                await daemon.start()
+            except OSError as e:
+                raise StreamerError(f"cannot listen on {args.host}:{args.port}: {e.strerror}") from None
+            scheduler = daemon.scheduler
+        else:
+            scheduler = Scheduler(engine)
+            await asyncio.to_thread(warm_up, engine)
+        if sys.stderr.isatty():
+            print("listening (Ctrl-C to stop)", file=sys.stderr)
+        try:
+            report = await caption_microphone(Microphone(args.device), scheduler, config, sinks, stop, args.duration)
+        finally:
+            writer.close()
+            if daemon is not None:
+                await daemon.shutdown()
+            else:
+                await asyncio.to_thread(scheduler.close)
+        log.info("microphone: %.1f s of audio, %d words", report.seconds, report.words)
+
+    asyncio.run(run())
+    return 0
+
+
+COMMANDS = {"transcribe": cmd_transcribe, "serve": cmd_serve, "mic": cmd_mic}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

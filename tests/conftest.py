@@ -1,21 +1,16 @@
 from __future__ import annotations
 
 import importlib.util
-import re
 from pathlib import Path
 
 import pytest
 import torch
 
+from streamer.textnorm import normalize  # noqa: F401  (the tests' one normaliser)
+
 FIXTURES = Path(__file__).parent / "fixtures"
 
 torch.set_num_threads(max(1, torch.get_num_threads()))
-
-
-def normalize(text: str) -> str:
-    """Lower-case, punctuation removed (apostrophes and hyphens become spaces), whitespace collapsed."""
-    text = re.sub(r"[^\w\s]", " ", text.lower())
-    return " ".join(text.split())
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
-import numpy as np
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
@@ -28,14 +27,15 @@ from websockets.http11 import Request, Response
 from websockets.typing import Origin
 
 from streamer.daemon import protocol
+from streamer.daemon.captions import CaptionHub
 from streamer.daemon.metrics import Metrics
 from streamer.daemon.protocol import ProtocolError, Start
 from streamer.engine import Engine
 from streamer.streaming.events import Event, Final, Partial
-from streamer.streaming.inference import run_windows
+from streamer.streaming.inference import warm_up
 from streamer.streaming.live import LiveStream
 from streamer.streaming.scheduler import Scheduler
-from streamer.streaming.session import StreamConfig, WindowJob
+from streamer.streaming.session import StreamConfig
 from streamer.streaming.sources import PcmDecoder
 
 log = logging.getLogger(__name__)
@@ -224,6 +224,7 @@ class Daemon:
         self.metrics = Metrics()
         self.scheduler = Scheduler(engine, max_queue=max(16, 2 * self.options.max_sessions))
         self.sessions: dict[str, ClientSession] = {}
+        self.captions: CaptionHub | None = None  # a published session (streamer mic --serve) at /v1/captions
         self.ready = False
         self.draining = False
         self._ids = itertools.count(1)
@@ -261,7 +262,7 @@ class Daemon:
         if path == "/metrics":
             self.metrics.sessions_active = len(self.sessions)
             return _text_response(200, self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
-        if path != "/v1/stream":
+        if path != "/v1/stream" and not (path == "/v1/captions" and self.captions is not None):
             return _text_response(404, "not found: the stream is at /v1/stream\n")
         if self.draining or not self.ready:
             return _text_response(503, "server shutting down\n" if self.draining else "not ready\n")
@@ -272,6 +273,10 @@ class Daemon:
         return None
 
     async def _handle(self, conn: ServerConnection) -> None:
+        assert conn.request is not None
+        if urlsplit(conn.request.path).path == "/v1/captions" and self.captions is not None:
+            await self.captions.serve(conn)
+            return
         session_id = f"s{next(self._ids)}"
         if len(self.sessions) >= self.options.max_sessions:
             self.metrics.error("over_capacity")
@@ -296,8 +301,7 @@ class Daemon:
             log.info("session %s closed", session_id)
 
     async def start(self) -> None:
-        warm = WindowJob(0, 0, np.zeros(16000, np.float32), (), (), "en", "transcribe", 0.0, 8, True)
-        await asyncio.to_thread(run_windows, self.engine, [warm])  # first inference is slow: do it now
+        await asyncio.to_thread(warm_up, self.engine)  # the first inference is slow: do it now
         ssl_context = None
         if self.options.tls_cert:
             ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -325,6 +329,8 @@ class Daemon:
         drains = [s.drain() for s in list(self.sessions.values())]
         if drains:
             await asyncio.wait_for(asyncio.gather(*drains, return_exceptions=True), self.options.drain_timeout + 5)
+        if self.captions is not None:
+            self.captions.close()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
+from streamer import SAMPLE_RATE
 from streamer.decoding.decode import DecodingResult, detect_language
 from streamer.engine import Engine, Request
 from streamer.mel import HOP_LENGTH, N_FRAMES, N_SAMPLES, log_mel_spectrogram, pad_or_trim
@@ -15,30 +17,47 @@ from streamer.streaming.session import WindowJob
 @torch.inference_mode()
 def run_windows(engine: Engine, jobs: Sequence[WindowJob]) -> list[DecodingResult]:
     """Decode each job's window (greedy or at its temperature, without timestamp tokens, with word
-    timings); the jobs of one call share the encoder batch and the decoder's slot pool."""
+    timings); the jobs of one call share encoder batches (one per ``encoder_seconds``) and the
+    decoder's slot pool."""
     if not jobs:
         return []
     n_mels = engine.model.dims.n_mels
-    mels = torch.stack(
-        [pad_or_trim(log_mel_spectrogram(job.audio, n_mels, padding=N_SAMPLES), N_FRAMES) for job in jobs]
-    )  # (B, n_mels, 3000)
-    features = engine.encode(mels)  # (B, Ta, D)
+    features: list[torch.Tensor | None] = [None] * len(jobs)
+    for seconds in sorted({job.encoder_seconds for job in jobs}):  # one encoder batch per window length
+        group = [i for i, job in enumerate(jobs) if job.encoder_seconds == seconds]
+        mels = torch.stack(
+            [pad_or_trim(log_mel_spectrogram(jobs[i].audio, n_mels, padding=N_SAMPLES), N_FRAMES) for i in group]
+        )  # (b, n_mels, 3000)
+        audio_ctx = None if seconds >= 30.0 else round(seconds * SAMPLE_RATE / HOP_LENGTH / 2)
+        encoded = engine.encode(mels, audio_ctx=audio_ctx)  # (b, Ta, D): Ta = audio_ctx, 1500 for 30 s
+        for i, row in zip(group, encoded, strict=True):
+            features[i] = row
     languages = [job.language for job in jobs]
     unknown = [i for i, lang in enumerate(languages) if lang is None]
     if unknown:
         if engine.tokenizer.is_multilingual:
-            probs = detect_language(engine.model, engine.tokenizer, features[unknown])
-            for i, p in zip(unknown, probs, strict=True):
-                languages[i] = max(p, key=p.__getitem__)
+            for i in unknown:  # rows may differ in length (encoder_seconds): one at a time, first utterances only
+                probs = detect_language(engine.model, engine.tokenizer, _ready(features[i])[None])[0]
+                languages[i] = max(probs, key=probs.__getitem__)
         else:
             for i in unknown:
                 languages[i] = "en"
     requests = [
         Request(
-            features[i], prompt=job.prompt, prefix=job.prefix, language=languages[i] or "en", task=job.task,
+            _ready(features[i]), prompt=job.prompt, prefix=job.prefix, language=languages[i] or "en", task=job.task,
             temperature=job.temperature, timestamps=False, sample_len=job.sample_len, word_timestamps=True,
             n_frames=min(N_FRAMES, -(-len(job.audio) // HOP_LENGTH)),
         )
         for i, job in enumerate(jobs)
     ]
     return engine.decode(requests)
+
+
+def _ready(row: torch.Tensor | None) -> torch.Tensor:
+    assert row is not None  # every job was encoded
+    return row
+
+
+def warm_up(engine: Engine) -> None:
+    """Run one short window through the engine: the first inference is slow (allocations, kernels)."""
+    run_windows(engine, [WindowJob(0, 0, np.zeros(SAMPLE_RATE, np.float32), (), (), "en", "transcribe", 0.0, 8, True)])

@@ -39,7 +39,7 @@ class StreamConfig:
     language: str | None = "en"  # None: detected on the first utterance (multilingual models)
     task: str = "transcribe"
     partials: bool = True
-    interval: float = 0.4  # seconds of new audio between re-decodes of the utterance
+    interval: float = 0.3  # seconds of new audio between re-decodes of the utterance
     min_audio: float = 0.3  # shortest audio decoded for a partial
     agreement: int = 2  # LocalAgreement-n: words the last n hypotheses share are committed
     commit_margin: float = 0.3  # ... and that end at least this long before the audio decoded
@@ -58,8 +58,18 @@ class StreamConfig:
     fallback_temperatures: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)
     max_tokens_per_second: float = 8.0
     min_word_probability: float = 0.1  # a hypothesis whose every word is less likely is noise
+    commit_probability: float = 0.6  # a less likely word needs one more hypothesis to agree ...
+    unlikely_margin: float = 1.0  # ... or to end this long before the audio decoded
+    # AlignAtt: a word this likely, which the alignment heads place this long before the end of the
+    # audio decoded, is committed from one hypothesis (no need to wait for the next to agree)
+    align_probability: float = 0.9
+    align_margin: float = 0.7
     voice_margin: float = 0.2  # a word is over speech if the VAD heard voice within this of it
     buffer_seconds: float = 60.0
+    # whisper.cpp's audio_ctx: encode a window that fits with 2 s to spare padded to this many seconds
+    # instead of 30 (cheaper, attention is quadratic). Off (30) by default: bench/streaming.py measures
+    # the WER cost first.
+    encoder_seconds: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -74,6 +84,7 @@ class WindowJob:
     temperature: float
     sample_len: int
     final: bool  # the utterance ended at the window's end: commit everything
+    encoder_seconds: float = 30.0  # the encoder may see the audio padded to this much only (audio_ctx)
 
     @property
     def end(self) -> int:
@@ -81,6 +92,11 @@ class WindowJob:
 
 
 _job_ids = itertools.count()
+
+
+def _shared(words: Sequence[Word], hypotheses: Sequence[Sequence[Word]]) -> int:
+    """How many leading words ``words`` shares with every one of ``hypotheses``."""
+    return min((agreed_prefix(h, words) for h in hypotheses), default=len(words))
 
 
 class StreamSession:
@@ -95,7 +111,7 @@ class StreamSession:
         self._segments: deque[list[int | None]] = deque()  # [start, end or None] of speech, oldest first
         self._window_start: int | None = None
         self._committed: list[Word] = []  # committed words of the current window (its forced prefix)
-        self._previous: deque[list[Word]] = deque(maxlen=max(1, config.agreement - 1))
+        self._previous: deque[list[Word]] = deque(maxlen=config.agreement)  # newest last
         self._last_job_end = 0
         self._in_flight: WindowJob | None = None
         self._attempts: list[tuple[DecodingResult, int | None]] = []  # a final's tries: result, loop start
@@ -189,11 +205,14 @@ class StreamSession:
         temperature = temperatures[min(len(self._attempts), len(temperatures) - 1)] if final else 0.0
         prefix = tuple(t for w in self._committed for t in w.tokens)
         seconds = (end - start) / SAMPLE_RATE
+        cheap = not final and seconds + 2.0 <= config.encoder_seconds  # an utterance's last decode sees 30 s
+        encoder_seconds = config.encoder_seconds if cheap else 30.0
         sample_len = max(8, int(10 + config.max_tokens_per_second * seconds) - len(prefix))
         prompt = tuple(self._context) if config.condition_on_previous_text else tuple(config.initial_prompt)
         job = WindowJob(
             id=next(_job_ids), start=start, audio=self.ring.view(start, end).copy(), prompt=prompt, prefix=prefix,
             language=self.language, task=config.task, temperature=temperature, sample_len=sample_len, final=final,
+            encoder_seconds=encoder_seconds,
         )
         self._in_flight = job
         self._last_job_end = end
@@ -307,11 +326,31 @@ class StreamSession:
         self._last_job_end = job.end
         return events
 
+    def _settled(self, job: WindowJob, words: list[Word]) -> int:
+        """How many leading words are settled enough to commit, by agreement or by alignment."""
+        config = self.config
+        # LocalAgreement-n: the words the last n hypotheses (this one included) share; an unlikely word
+        # (a guess the model may revise) must also agree with one hypothesis more, or lie well inside.
+        previous = list(self._previous)
+        need = config.agreement - 1
+        n_likely = _shared(words, previous[len(previous) - need :]) if len(previous) >= need else 0
+        n_unlikely = _shared(words, previous) if len(previous) > need else 0
+        audio_end = job.end / SAMPLE_RATE
+        n = 0
+        for w in words:
+            likely = w.probability >= config.commit_probability
+            inside = w.end <= audio_end - config.unlikely_margin
+            agreed = n < n_likely and (n < n_unlikely or likely or inside)
+            # AlignAtt: a confident word that the alignment heads place well before the end of the audio.
+            aligned = w.probability >= config.align_probability and w.end <= audio_end - config.align_margin
+            if not (agreed or aligned):
+                break
+            n += 1
+        return n
+
     def _commit_agreed(self, job: WindowJob, words: list[Word]) -> list[Event]:
         config = self.config
-        n = min((agreed_prefix(prev, words) for prev in self._previous), default=0)
-        if len(self._previous) < self._previous.maxlen:  # type: ignore[operator]
-            n = 0
+        n = self._settled(job, words)
         window_start = self._window_start if self._window_start is not None else job.start
         forced = job.end - window_start > config.max_window * SAMPLE_RATE
         if forced:  # too long uncommitted: commit all but the words of the last second
@@ -324,16 +363,16 @@ class StreamSession:
             n -= 1
         if 0 < n == len(words) and not forced and words[-1].word.rstrip()[-1:] in ".?!,;:":
             n -= 1  # punctuation at the very end of the audio is often premature: let it settle
-        agreed = []
+        committed: list[Word] = []
         for w in words[:n]:
             if not self._over_speech(w):
                 break
-            agreed.append(w)
-        events = self._commit(agreed)
-        tail = words[len(agreed) :]
+            committed.append(w)
+        events = self._commit(committed)
+        tail = words[len(committed) :]
         self._previous.append(tail)
         events += self._show(tail)
-        if forced and not agreed:  # the model hears no words in a long window: let its older part go
+        if forced and not committed:  # the model hears no words in a long window: let its older part go
             self._window_start = max(window_start, job.end - SAMPLE_RATE)
             self._previous.clear()
         if self._committed and self._committed[-1].end - window_start / SAMPLE_RATE > config.trim_after:

@@ -1,0 +1,72 @@
+"""The commit rules on hand-made hypotheses over real speech: agreement, unlikely words, AlignAtt."""
+
+from __future__ import annotations
+
+from streamer.decoding.alignment import WordTiming
+from streamer.decoding.decode import DecodingResult
+from streamer.streaming.events import Final
+from streamer.streaming.session import StreamConfig, StreamSession, WindowJob
+from tests.streaming.conftest import SENSE, joined
+
+AUDIO = joined(SENSE[:1], gap=0.0)  # speech from the first 0.1 s to its end (about 7 s)
+
+
+def hypothesis(*words: tuple[str, float, float, float]) -> DecodingResult:
+    """Words as (text, start, end, probability), seconds from the window start; one token each."""
+    timings = [WordTiming(f" {w}", (1000 + i,), a, b, p) for i, (w, a, b, p) in enumerate(words)]
+    return DecodingResult(
+        tokens=[t for w in timings for t in w.tokens], text=" ".join(w[0] for w in words), language="en",
+        avg_logprob=-0.2, no_speech_prob=0.01, temperature=0.0, compression_ratio=1.0, words=timings,
+    )
+
+
+def decode_at(session: StreamSession, seconds: float, result: DecodingResult) -> list[Final]:
+    """Feed the audio up to ``seconds``, take the job that asks for and answer it with ``result``."""
+    start = int(session.time * 16000)
+    session.feed(AUDIO[start : int(seconds * 16000)])
+    job = session.next_job()
+    assert isinstance(job, WindowJob) and not job.final
+    return [e for e in session.complete(job, result) if isinstance(e, Final)]
+
+
+CONFIG = StreamConfig(first_commit_audio=0.0, align_probability=1.1)  # AlignAtt off unless a test turns it on
+
+
+def test_likely_words_two_hypotheses_agree_on_are_committed():
+    session = StreamSession(CONFIG)
+    assert decode_at(session, 2.0, hypothesis(("and", 0.2, 0.5, 0.9), ("mister", 0.5, 1.0, 0.9))) == []
+    more = hypothesis(("and", 0.2, 0.5, 0.9), ("mister", 0.5, 1.0, 0.9), ("john", 1.0, 2.2, 0.9))
+    finals = decode_at(session, 2.4, more)
+    assert [w.word for f in finals for w in f.words] == [" and", " mister"]
+
+
+def test_an_unlikely_word_waits_for_a_third_hypothesis():
+    session = StreamSession(CONFIG)
+    words = (("and", 0.2, 0.5, 0.9), ("mister", 0.5, 1.0, 0.3))
+    decode_at(session, 1.5, hypothesis(*words))
+    finals = decode_at(session, 1.8, hypothesis(*words))
+    assert [w.word for f in finals for w in f.words] == [" and"]  # " mister" (p 0.3) agreed only twice
+    finals = decode_at(session, 2.1, hypothesis(*words))
+    assert [w.word for f in finals for w in f.words] == [" mister"]
+
+
+def test_an_unlikely_word_agreed_twice_is_committed_once_well_inside_the_audio():
+    session = StreamSession(CONFIG)
+    words = (("and", 0.2, 0.5, 0.3),)
+    decode_at(session, 1.2, hypothesis(*words))
+    finals = decode_at(session, 1.6, hypothesis(*words))  # ends 1.1 s before the audio's end
+    assert [w.word for f in finals for w in f.words] == [" and"]
+
+
+def test_alignatt_commits_a_confident_word_far_from_the_end_from_one_hypothesis():
+    session = StreamSession(StreamConfig(first_commit_audio=0.0, align_probability=0.9, align_margin=1.0))
+    one = hypothesis(("and", 0.2, 0.5, 0.95), ("mister", 0.5, 1.0, 0.8), ("john", 1.0, 2.0, 0.99))
+    finals = decode_at(session, 2.5, one)
+    assert [w.word for f in finals for w in f.words] == [" and"]  # mister: unsure; john: too near the end
+
+
+def test_no_word_is_committed_before_the_first_commit_audio():
+    session = StreamSession(StreamConfig(first_commit_audio=3.0))
+    words = (("and", 0.2, 0.5, 0.99),)
+    decode_at(session, 1.5, hypothesis(*words))
+    assert decode_at(session, 2.0, hypothesis(*words)) == []
