@@ -98,20 +98,23 @@ class Recorder:
             for e in events:
                 if isinstance(e, Partial | Final):
                     for w in e.words:
-                        self._see(w.word, w.start, now, isinstance(e, Final))
+                        mark_seen(self.refs, w.word, w.start, now, isinstance(e, Final))
                 if isinstance(e, Final):
                     self.finals.append(e.text)
 
-    def _see(self, word: str, start: float, now: float, final: bool) -> None:
-        for key in normalize_words(word):
-            for r in self.refs:
-                unseen = r.final_seen is None if final else r.partial_seen is None
-                if r.key == key and abs(r.start - start) < 0.8 and unseen:
-                    if final:
-                        r.final_seen = now
-                    if r.partial_seen is None:
-                        r.partial_seen = now
-                    break
+
+def mark_seen(refs: list[RefWord], word: str, start: float, now: float, final: bool) -> None:
+    """A word (starting at ``start`` in the stream) shown at ``now``: the first matching reference word
+    not yet seen (in a final, or in any hypothesis) records it."""
+    for key in normalize_words(word):
+        for r in refs:
+            unseen = r.final_seen is None if final else r.partial_seen is None
+            if r.key == key and abs(r.start - start) < 0.8 and unseen:
+                if final:
+                    r.final_seen = now
+                if r.partial_seen is None:
+                    r.partial_seen = now
+                break
 
 
 def live(engine: Engine, audio: np.ndarray, refs: list[RefWord], config: StreamConfig, speed: float, streams: int):

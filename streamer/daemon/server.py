@@ -55,6 +55,7 @@ class ServeOptions:
     tls_cert: str | None = None
     tls_key: str | None = None
     drain_timeout: float = 30.0
+    busy_encoder_seconds: float | None = 20.0  # see Scheduler; None: always 30 s
     idle_timeout: float = 60.0  # no message for this long closes a session
     stream: StreamConfig = field(default_factory=StreamConfig)
 
@@ -222,7 +223,10 @@ class Daemon:
         self.model_name = model_name
         self.options = options or ServeOptions()
         self.metrics = Metrics()
-        self.scheduler = Scheduler(engine, max_queue=max(16, 2 * self.options.max_sessions))
+        self.scheduler = Scheduler(
+            engine, max_queue=max(16, 2 * self.options.max_sessions),
+            busy_encoder_seconds=self.options.busy_encoder_seconds,
+        )
         self.sessions: dict[str, ClientSession] = {}
         self.captions: CaptionHub | None = None  # a published session (streamer mic --serve) at /v1/captions
         self.ready = False

@@ -46,6 +46,11 @@ class StreamConfig:
     first_commit_audio: float = 1.5  # an utterance's first words wait for this much audio (more context)
     max_window: float = 24.0  # longer uncommitted speech forces a commit (the model sees at most 30 s)
     trim_after: float = 12.0  # committed audio kept in the window before it moves to the prompt
+    # The next utterance's window starts with the last words of the one before (their audio in the
+    # window, their tokens forced) when it begins within carry_gap: the model hears its first words
+    # in context instead of cold.
+    carry_seconds: float = 1.0
+    carry_gap: float = 2.0
     vad_aggressiveness: int = 2
     pre_roll_ms: int = 250
     hangover_ms: int = 500
@@ -111,6 +116,8 @@ class StreamSession:
         self._segments: deque[list[int | None]] = deque()  # [start, end or None] of speech, oldest first
         self._window_start: int | None = None
         self._committed: list[Word] = []  # committed words of the current window (its forced prefix)
+        self._carried = 0  # how many of them were carried over from the utterance before (already in context)
+        self._carry: list[Word] = []  # the last utterance's last words, for the next one
         self._previous: deque[list[Word]] = deque(maxlen=config.agreement)  # newest last
         self._last_job_end = 0
         self._in_flight: WindowJob | None = None
@@ -152,7 +159,7 @@ class StreamSession:
         if isinstance(event, SpeechStart):
             self._segments.append([max(event.sample, self.ring.start), None])
             if self._window_start is None:
-                self._window_start = self._segments[0][0]
+                self._start_window()
         elif self._segments and self._segments[-1][1] is None:
             self._segments[-1][1] = max(event.sample, self._segments[-1][0] or 0)
 
@@ -171,13 +178,33 @@ class StreamSession:
             events.append(boundary)
         return events
 
+    def _start_window(self) -> None:
+        """The oldest speech segment begins a window, with the words carried over if it follows closely."""
+        start = self._segments[0][0]
+        assert start is not None
+        carry = self._carry
+        self._carry = []
+        if carry and start - carry[-1].end * SAMPLE_RATE <= self.config.carry_gap * SAMPLE_RATE:
+            carried_from = int(carry[0].start * SAMPLE_RATE)
+            if carried_from >= self.ring.start:
+                self._committed = list(carry)
+                self._carried = len(carry)
+                self._window_start = carried_from
+                return
+        self._window_start = start
+
     def _trim(self) -> None:
         if self._window_start is not None:
             keep = self._window_start
         elif self._segments:
             keep = self._segments[0][0] or 0
-        else:  # idle: keep enough for the VAD's pre-roll
+        else:  # idle: keep enough for the VAD's pre-roll, and the audio of words to carry
             keep = self.ring.end - SAMPLE_RATE
+            if self._carry:
+                if self.ring.end - self._carry[-1].end * SAMPLE_RATE > self.config.carry_gap * SAMPLE_RATE:
+                    self._carry = []  # the next utterance starts too late to be heard with them
+                else:
+                    keep = min(keep, int(self._carry[0].start * SAMPLE_RATE))
         self.ring.trim(min(max(self.ring.start, keep), self.ring.end))
 
     # -- jobs out -----------------------------------------------------------------------------------
@@ -318,11 +345,17 @@ class StreamSession:
     def _commit_utterance(self, job: WindowJob, words: list[Word]) -> list[Event]:
         events = self._commit([w for w in words if self._over_speech(w)], closes=True)
         events += self._show(())
-        self._context.extend(t for w in self._committed for t in w.tokens)
+        self._context.extend(t for w in self._committed[self._carried :] for t in w.tokens)
+        if self._committed and self.config.carry_seconds > 0:
+            last = self._committed[-1].end
+            self._carry = [w for w in self._committed if w.start >= last - self.config.carry_seconds]
         self._committed.clear()
+        self._carried = 0
         self._previous.clear()
         self._segments.popleft()
-        self._window_start = self._segments[0][0] if self._segments else None
+        self._window_start = None
+        if self._segments:
+            self._start_window()
         self._last_job_end = job.end
         return events
 
@@ -356,7 +389,8 @@ class StreamSession:
         if forced:  # too long uncommitted: commit all but the words of the last second
             limit = job.end / SAMPLE_RATE - 1.0
             n = max(n, sum(1 for w in words if w.end <= limit))
-        if not self._committed and job.end - window_start < config.first_commit_audio * SAMPLE_RATE:
+        fresh = len(self._committed) == self._carried  # nothing committed yet in this utterance
+        if fresh and job.end - window_start < config.first_commit_audio * SAMPLE_RATE:
             n = 0
         margin_end = job.end / SAMPLE_RATE - config.commit_margin
         while n > 0 and words[n - 1].end > margin_end:
@@ -376,7 +410,8 @@ class StreamSession:
             self._window_start = max(window_start, job.end - SAMPLE_RATE)
             self._previous.clear()
         if self._committed and self._committed[-1].end - window_start / SAMPLE_RATE > config.trim_after:
-            self._context.extend(t for w in self._committed for t in w.tokens)
+            self._context.extend(t for w in self._committed[self._carried :] for t in w.tokens)
             self._window_start = max(window_start, int(self._committed[-1].end * SAMPLE_RATE))
             self._committed.clear()
+            self._carried = 0
         return events

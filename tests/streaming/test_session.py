@@ -135,3 +135,30 @@ def test_loops_are_cut_and_the_prompt_reset(engine):
     assert list(session._context) == []
     final_words = [w for e in events if isinstance(e, Final | Partial) for w in e.words]
     assert sum(len(w.tokens) for w in final_words) <= len(result.tokens)
+
+
+def first_job_of_second_utterance(engine, gap: float):
+    session = StreamSession()
+    audio = joined(SENSE[:2], gap=gap)
+    utterances = 0
+    for i in range(0, len(audio), 1600):
+        utterances += sum(isinstance(e, SpeechStart) for e in session.feed(audio[i : i + 1600]))
+        while (job := session.next_job()) is not None:
+            if utterances == 2 and len(session._segments) == 1:  # the first utterance is committed
+                return session, job
+            session.complete(job, run_windows(engine, [job])[0])
+    raise AssertionError("the second utterance never got a job")
+
+
+def test_an_utterance_close_after_another_is_decoded_with_its_last_words_before_it(engine):
+    session, job = first_job_of_second_utterance(engine, gap=1.0)
+    speech_start = session._segments[0][0]
+    assert job.start < speech_start - 8000  # the window reaches back into the first sentence
+    carried = engine.tokenizer.decode(list(job.prefix))
+    # The last second of "... prudently in his power to do for them."
+    assert normalize(carried) and normalize("prudently in his power to do for them").endswith(normalize(carried))
+
+
+def test_an_utterance_long_after_another_starts_cold(engine):
+    session, job = first_job_of_second_utterance(engine, gap=3.0)
+    assert job.prefix == () and job.start == session._segments[0][0]
