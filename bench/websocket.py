@@ -128,7 +128,7 @@ def main() -> None:
           f"p90 {pct(all_final, 90):.2f} s; partial median {statistics.median(all_partial):.2f} s, "
           f"p90 {pct(all_partial, 90):.2f} s")
     print("client 0 finals:", " ".join(finals[0]))
-    keys = ("streamer_real_time_factor", "streamer_errors_total", "streamer_inference_busy_seconds")
+    keys = ("streamer_real_time_factor", "streamer_inference_busy_seconds", "streamer_loop_lag_max_seconds")
     print("daemon:", ", ".join(f"{k} {summary[k]:.3g}" for k in keys if k in summary))
 
 

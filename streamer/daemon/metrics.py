@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable
 
 LATENCY_BUCKETS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
 class Histogram:
@@ -16,20 +17,34 @@ class Histogram:
         self.total = 0.0
         self.n = 0
 
+        self.max = 0.0
+
     def observe(self, value: float) -> None:
         self.counts[bisect.bisect_left(self.buckets, value)] += 1
         self.total += value
         self.n += 1
+        self.max = max(self.max, value)
+
+    def render(self, name: str) -> list[str]:
+        lines = [f"# TYPE {name} histogram"]
+        cumulative = 0
+        for bound, count in zip((*self.buckets, float("inf")), self.counts, strict=True):
+            cumulative += count
+            le = "+Inf" if bound == float("inf") else f"{bound:g}"
+            lines.append(f'{name}_bucket{{le="{le}"}} {cumulative}')
+        lines.append(f"{name}_sum {self.total:.6g}")
+        lines.append(f"{name}_count {self.n}")
+        return lines
 
 
 class Metrics:
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.sessions_active = 0
         self.sessions_total = 0
         self.audio_seconds = 0.0
         self.errors: dict[str, int] = {}
-        self.final_latency = Histogram()
+        self.final_latency = Histogram()  # a word's final sent minus its audio's arrival
+        self.loop_lag = Histogram(LAG_BUCKETS)  # how late the event loop runs a timer
         self.gauges: dict[str, Callable[[], float]] = {}
 
     def error(self, code: str) -> None:
@@ -39,8 +54,6 @@ class Metrics:
     def render(self) -> str:
         with self.lock:
             lines = [
-                "# TYPE streamer_sessions_active gauge",
-                f"streamer_sessions_active {self.sessions_active}",
                 "# TYPE streamer_sessions_total counter",
                 f"streamer_sessions_total {self.sessions_total}",
                 "# TYPE streamer_audio_seconds_total counter",
@@ -50,13 +63,8 @@ class Metrics:
             lines += [f'streamer_errors_total{{code="{code}"}} {n}' for code, n in sorted(self.errors.items())]
             for name, gauge in self.gauges.items():
                 lines += [f"# TYPE streamer_{name} gauge", f"streamer_{name} {gauge():.6g}"]
-            h = self.final_latency
-            lines.append("# TYPE streamer_final_latency_seconds histogram")
-            cumulative = 0
-            for bound, count in zip((*h.buckets, float("inf")), h.counts, strict=True):
-                cumulative += count
-                le = "+Inf" if bound == float("inf") else f"{bound:g}"
-                lines.append(f'streamer_final_latency_seconds_bucket{{le="{le}"}} {cumulative}')
-            lines.append(f"streamer_final_latency_seconds_sum {h.total:.3f}")
-            lines.append(f"streamer_final_latency_seconds_count {h.n}")
+            lines += self.final_latency.render("streamer_final_latency_seconds")
+            lines += self.loop_lag.render("streamer_loop_lag_seconds")
+            lag_max = self.loop_lag.max
+            lines += ["# TYPE streamer_loop_lag_max_seconds gauge", f"streamer_loop_lag_max_seconds {lag_max:.6g}"]
         return "\n".join(lines) + "\n"

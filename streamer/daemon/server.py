@@ -235,6 +235,8 @@ class Daemon:
         self._server: Server | None = None
         self._stopped = asyncio.Event()
         self._shutdown_task: asyncio.Task[None] | None = None
+        self._lag_watch: asyncio.Task[None] | None = None
+        self.metrics.gauges["sessions_active"] = lambda: len(self.sessions)
         self.metrics.gauges["queue_depth"] = lambda: self.scheduler.depth
         self.metrics.gauges["inference_busy_seconds"] = lambda: self.scheduler.stats.busy_seconds
         self.metrics.gauges["real_time_factor"] = lambda: self.scheduler.stats.busy_seconds / max(
@@ -264,7 +266,6 @@ class Daemon:
             ok = self.ready and not self.draining
             return _text_response(200 if ok else 503, "ok\n" if ok else "not ready\n")
         if path == "/metrics":
-            self.metrics.sessions_active = len(self.sessions)
             return _text_response(200, self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
         if path != "/v1/stream" and not (path == "/v1/captions" and self.captions is not None):
             return _text_response(404, "not found: the stream is at /v1/stream\n")
@@ -316,10 +317,19 @@ class Daemon:
             origins=[Origin(o) for o in self.options.origins] if self.options.origins else None,
             logger=log, server_header="streamer",
         )
+        self._lag_watch = asyncio.create_task(self._watch_loop_lag(), name="loop-lag")
         self.ready = True
         scheme = "wss" if ssl_context else "ws"
         log.warning("streamer ready on %s://%s:%d/v1/stream (model %s)", scheme, self.options.host, self.port,
                     self.model_name)
+
+    async def _watch_loop_lag(self, period: float = 0.1) -> None:
+        """Measures how late the event loop wakes a timer (inference must never block it)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + period
+            await asyncio.sleep(period)
+            self.metrics.loop_lag.observe(max(0.0, loop.time() - due))
 
     async def shutdown(self) -> None:
         """Stop accepting, flush and close every session (1001), close the server. Idempotent."""
@@ -339,6 +349,8 @@ class Daemon:
             self._server.close()
             await self._server.wait_closed()
         await asyncio.to_thread(self.scheduler.close)
+        if self._lag_watch is not None:
+            self._lag_watch.cancel()
         self._stopped.set()
 
     async def wait_stopped(self) -> None:

@@ -176,6 +176,14 @@ async def test_three_concurrent_sessions_each_get_their_own_text(daemon):
     assert "ill disposed" in texts[2] and "dashwood" not in texts[2]
 
 
+async def test_the_event_loop_never_waits_on_inference(daemon):
+    clips = [CLIP, FIXTURES / "005.wav", FIXTURES / "sense_and_sensibility_01_austen_64kb-0880.wav"]
+    await asyncio.gather(*(stream_file(url(daemon), load_audio(c), pace=0.02) for c in clips))
+    lag = daemon.metrics.loop_lag
+    assert lag.n > 20  # sampled every 0.1 s while three sessions were decoded
+    assert lag.max < 0.05, f"the event loop ran a timer {lag.max * 1000:.0f} ms late"
+
+
 async def test_a_vanished_client_frees_its_session(daemon):
     ws = await connect(url(daemon))
     await ws.send(START)
@@ -205,6 +213,7 @@ async def test_health_and_metrics(daemon):
     assert status == 200
     assert "streamer_sessions_total 1" in body
     assert "streamer_final_latency_seconds_count" in body and "streamer_queue_depth" in body
+    assert "streamer_loop_lag_seconds_count" in body and "streamer_sessions_active 0" in body
     assert "s3cret" not in body
 
 
