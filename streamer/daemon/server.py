@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 OUTBOX_SIZE = 1000  # events waiting to be sent to one client; overflow policy: close (client not reading)
 START_TIMEOUT = 10.0
 MAX_MESSAGE = 256 * 1024  # a 1 s frame of 48 kHz float32 is 192 KiB
+# Rate limit: a session holding more than this share of its buffer (60 s) for decoding is closed (1008
+# too_fast). Pausing the socket instead would hold the WebSocket pings behind the audio and time out.
+BACKLOG_SHARE = 2 / 3
 
 
 @dataclass
@@ -185,6 +188,7 @@ class ClientSession:
                 del self._arrivals[:-2000]
                 with self.daemon.metrics.lock:
                     self.daemon.metrics.audio_seconds += len(samples) / 16000
+                self._check_rate()
                 self.stream.feed(samples)
             else:
                 control = protocol.parse_control(message)
@@ -192,6 +196,16 @@ class ClientSession:
                     self.stream.finalize()
                 elif control.type == "end":
                     return
+
+    def _check_rate(self) -> None:
+        """A client far ahead of inference (sending much faster than real time) is closed."""
+        assert self.stream is not None
+        limit = BACKLOG_SHARE * self.stream.session.config.buffer_seconds
+        if self.stream.buffered_seconds > limit:
+            raise ProtocolError(
+                "too_fast", f"audio arrives faster than it is transcribed ({limit:.0f} s behind): send in real time",
+                protocol.POLICY,
+            )
 
     async def _flush(self) -> None:
         """The last speech is decoded and every final handed to the sender, which then stops."""

@@ -68,6 +68,12 @@ class LiveStream:
             self._emit(self.session.complete(job, outcome))
             self._pump()
 
+    @property
+    def buffered_seconds(self) -> float:
+        """Audio held for decoding (the ring's fill): it grows when the stream outpaces inference."""
+        with self._lock:
+            return len(self.session.ring) / 16000
+
     def feed(self, samples: np.ndarray) -> None:
         with self._lock:
             if self._ended:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from streamer.audio import load_audio
 from streamer.daemon.server import Daemon, ServeOptions
 from streamer.decoding.transcribe import transcribe
+from streamer.streaming.session import StreamConfig
 from tests.conftest import FIXTURES, normalize
 
 CLIP = FIXTURES / "sense_and_sensibility_01_austen_64kb-0870.wav"
@@ -136,9 +138,18 @@ START = json.dumps({"type": "start"})
         ([START, START], 1003, "already_started"),
         ([START, b"\x00\x00\x00"], 1003, "partial_sample"),
         ([START, b"\x00\x00" * 20000], 1009, "frame_too_large"),
+        ([json.dumps({"type": "start", "sample_rate": 0})], 1008, "bad_start"),
+        ([json.dumps({"type": "start", "sample_rate": 192000})], 1008, "bad_start"),
+        ([json.dumps({"type": "start", "sample_rate": "fast"})], 1008, "bad_start"),
+        ([json.dumps({"type": "start", "volume": 11})], 1008, "bad_start"),
+        (["[1, 2]"], 1008, "invalid_message"),
+        ([START, b""], 1003, "empty_frame"),
+        ([START, "{"], 1003, "invalid_json"),
+        ([START, json.dumps({"no": "type"})], 1003, "unknown_type"),
     ],
     ids=["audio-first", "bad-json", "rate", "encoding", "language", "not-start", "unknown", "start-twice",
-         "odd-bytes", "too-large"],
+         "odd-bytes", "too-large", "rate-0", "rate-192k", "rate-text", "unknown-field", "json-array",
+         "empty-frame", "bad-json-later", "no-type"],
 )
 async def test_bad_input_gets_an_error_and_its_close_code(daemon, messages, code, error_code):
     await expect_close(daemon, messages, code, error_code)
@@ -153,6 +164,77 @@ async def test_frames_over_the_message_limit_close_with_1009(daemon):
             while True:
                 await ws.recv()
         assert ws.close_code == 1009
+
+
+async def test_megabytes_of_text_close_with_1009(daemon):
+    async with connect(url(daemon), max_size=None) as ws:
+        await ws.send(START)
+        await ws.recv()
+        await ws.send("x" * (1 << 20))
+        with pytest.raises(ConnectionClosed):
+            while True:
+                await ws.recv()
+        assert ws.close_code == 1009
+
+
+async def test_invalid_utf8_text_closes_with_1007_and_the_daemon_carries_on(daemon):
+    async with connect(url(daemon)) as ws:
+        await ws.send(START)
+        await ws.recv()
+        await ws.send(b"\xff\xfe{}", text=True)  # a text frame whose bytes are not UTF-8
+        with pytest.raises(ConnectionClosed):
+            while True:
+                await ws.recv()
+        assert ws.close_code == 1007
+    events = await stream_file(url(daemon), load_audio(FIXTURES / "001.wav"))
+    assert events[-1] == {"type": "done"}
+
+
+async def test_non_finite_and_clipped_float_samples_are_survived(daemon):
+    audio = load_audio(CLIP)
+    noisy = audio.copy()
+    noisy[1000:1100] = np.nan
+    noisy[2000:2100] = np.inf
+    noisy[3000:3100] = 1e-40  # denormals
+    noisy[4000:4100] = 40.0  # far past full scale
+    events = []
+    async with connect(url(daemon), max_size=None) as ws:
+        await ws.send(json.dumps({"type": "start", "encoding": "pcm_f32le"}))
+        await ws.recv()
+        data = np.concatenate([noisy, np.zeros(16000, np.float32)]).astype("<f4").tobytes()
+        for i in range(0, len(data), 6400):
+            await ws.send(data[i : i + 6400])
+        await ws.send(json.dumps({"type": "end"}))
+        events = [json.loads(m) async for m in ws]
+    assert "dashwood" in normalize(finals(events)) and events[-1] == {"type": "done"}
+
+
+async def test_a_handshake_with_huge_headers_is_refused_and_the_daemon_carries_on(daemon):
+    reader, writer = await asyncio.open_connection("127.0.0.1", daemon.port)
+    request = "GET /v1/stream HTTP/1.1\r\nHost: x\r\n" + "".join(f"X-Pad-{i}: {'a' * 4000}\r\n" for i in range(200))
+    writer.write(request.encode() + b"\r\n")
+    await writer.drain()
+    status = await reader.readline()
+    writer.close()
+    assert status.split()[1] in (b"400", b"413", b"431")
+    events = await stream_file(url(daemon), load_audio(FIXTURES / "001.wav"))
+    assert events[-1] == {"type": "done"}
+
+
+async def test_a_silent_client_is_closed_after_the_idle_timeout(engine):
+    d = Daemon(engine, "tiny.en", ServeOptions(port=0, idle_timeout=0.5))
+    await d.start()
+    try:
+        async with connect(f"ws://127.0.0.1:{d.port}/v1/stream") as ws:
+            await ws.send(START)
+            await ws.recv()
+            message = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert message["code"] == "idle"
+            with pytest.raises(ConnectionClosed):
+                await ws.recv()
+            assert ws.close_code == 1008
+    finally:
+        await d.shutdown()
 
 
 async def test_over_capacity_gets_1013(daemon):
@@ -195,6 +277,35 @@ async def test_a_vanished_client_frees_its_session(daemon):
             break
         await asyncio.sleep(0.05)
     assert not daemon.sessions
+
+
+async def test_a_client_far_faster_than_real_time_is_closed_with_too_fast(engine):
+    """30 s of speech sent at once into sessions that buffer 12 s: a clear error and 1008, no crash."""
+    d = Daemon(engine, "tiny.en", ServeOptions(port=0, stream=StreamConfig(buffer_seconds=12.0)))
+    await d.start()
+    try:
+        audio = np.concatenate([load_audio(CLIP)] * 4)
+        async with connect(f"ws://127.0.0.1:{d.port}/v1/stream") as ws:
+            await ws.send(START)
+            await ws.recv()
+
+            async def send_all() -> None:
+                with contextlib.suppress(ConnectionClosed):  # the server closes while we send
+                    for i in range(0, len(audio), 8000):
+                        await ws.send(pcm16(audio[i : i + 8000]))
+
+            sender = asyncio.create_task(send_all())
+            received = []
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    received.append(json.loads(await ws.recv()))
+            await sender
+            assert ws.close_code == 1008
+        assert [e["code"] for e in received if e["type"] == "error"] == ["too_fast"]
+        events = await stream_file(f"ws://127.0.0.1:{d.port}/v1/stream", load_audio(CLIP), pace=0.05)
+        assert "dashwood" in normalize(finals(events))  # the daemon carries on
+    finally:
+        await d.shutdown()
 
 
 def http_get(port: int, path: str) -> tuple[int, str]:
