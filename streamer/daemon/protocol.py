@@ -80,7 +80,7 @@ def parse_start(text: str, multilingual: bool) -> Start:
         message = f"sample_rate must be a whole number {MIN_RATE}-{MAX_RATE}, got {rate!r}"
         raise ProtocolError("bad_start", message, POLICY)
     encoding = data.get("encoding", "pcm_s16le")
-    if encoding not in ENCODINGS:
+    if not isinstance(encoding, str) or encoding not in ENCODINGS:
         raise ProtocolError("bad_start", f"encoding must be one of {', '.join(ENCODINGS)}, got {encoding!r}", POLICY)
     language = data.get("language", "en" if not multilingual else None)
     if language is not None:
