@@ -85,22 +85,29 @@ class Scheduler:
                 batch = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
             jobs = [self._under_load(job, len(batch)) for job, _ in batch]
             began = time.perf_counter()
-            outcome: list[DecodingResult] | BaseException
-            try:
-                outcome = run_windows(self.engine, jobs)
-            except Exception as e:  # reported to every session of the batch; the thread carries on
-                log.exception("inference failed for a batch of %d windows", len(jobs))
-                self.stats.errors += 1
-                outcome = e
+            outcomes = self._run_batch(jobs)
             self.stats.batches += 1
             self.stats.jobs += len(jobs)
             self.stats.busy_seconds += time.perf_counter() - began
             self.stats.audio_seconds += sum(len(j.audio) for j in jobs) / 16000
-            for i, (job, callback) in enumerate(batch):
+            for (job, callback), outcome in zip(batch, outcomes, strict=True):
                 try:
-                    callback(job, outcome if isinstance(outcome, BaseException) else outcome[i])
+                    callback(job, outcome)
                 except Exception:
                     log.exception("a session's result handler failed")
+
+    def _run_batch(self, jobs: list[WindowJob]) -> list[DecodingResult | BaseException]:
+        """The batch's results; if it fails, each job is run alone, so only a failing window's session
+        gets the exception and the others their results."""
+        try:
+            return list(run_windows(self.engine, jobs))
+        except Exception as e:
+            if len(jobs) == 1:
+                log.exception("inference failed for a window")
+                self.stats.errors += 1
+                return [e]
+        log.warning("a batch of %d windows failed: running them one at a time", len(jobs))
+        return [outcome for job in jobs for outcome in self._run_batch([job])]
 
     def _under_load(self, job: WindowJob, batch_size: int) -> WindowJob:
         seconds = self.busy_encoder_seconds

@@ -237,6 +237,21 @@ async def test_a_silent_client_is_closed_after_the_idle_timeout(engine):
         await d.shutdown()
 
 
+async def test_an_inference_failure_closes_that_session_with_1011_and_the_daemon_carries_on(engine):
+    failing = StreamConfig(initial_prompt=(10**6,))  # no such token: every decode of these sessions raises
+    d = Daemon(engine, "tiny.en", ServeOptions(port=0, stream=failing))
+    await d.start()
+    try:
+        ws_url = f"ws://127.0.0.1:{d.port}/v1/stream"
+        with pytest.raises(ConnectionClosed) as closed:
+            await stream_file(ws_url, load_audio(FIXTURES / "001.wav"))
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+        status, _ = await asyncio.to_thread(http_get, d.port, "/healthz")
+        assert status == 200 and d.metrics.errors.get("internal") == 1
+    finally:
+        await d.shutdown()
+
+
 async def test_over_capacity_gets_1013(daemon):
     held = [await connect(url(daemon)) for _ in range(3)]
     try:

@@ -1,0 +1,56 @@
+"""The shared inference thread: batching, and a failing window that harms no other session."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from streamer.audio import load_audio
+from streamer.decoding.decode import DecodingResult
+from streamer.streaming.scheduler import Scheduler
+from streamer.streaming.session import WindowJob
+from tests.conftest import normalize
+from tests.streaming.conftest import SENSE
+
+
+def job(audio: np.ndarray, prompt: tuple[int, ...] = ()) -> WindowJob:
+    return WindowJob(0, 0, audio, prompt, (), "en", "transcribe", 0.0, 64, True)
+
+
+def run_together(engine, jobs: list[WindowJob]) -> tuple[list[DecodingResult | BaseException], Scheduler]:
+    """Submit ``jobs`` right after a 30 s window, so they run as one batch (with it, or after it)."""
+    scheduler = Scheduler(engine, busy_encoder_seconds=None)
+    outcomes: list[DecodingResult | BaseException | None] = [None] * len(jobs)
+    done = threading.Semaphore(0)
+
+    def callback(i):
+        def record(_job, outcome):
+            outcomes[i] = outcome
+            done.release()
+        return record
+
+    scheduler.submit(job(np.zeros(30 * 16000, np.float32)), lambda _j, _o: done.release())
+    for i, j in enumerate(jobs):
+        scheduler.submit(j, callback(i))
+    for _ in range(len(jobs) + 1):
+        assert done.acquire(timeout=120)
+    scheduler.close()
+    return [o for o in outcomes if o is not None], scheduler
+
+
+def test_jobs_queued_while_busy_run_as_one_batch(engine):
+    audio = load_audio(SENSE[1])
+    outcomes, scheduler = run_together(engine, [job(audio), job(audio), job(audio)])
+    assert scheduler.stats.jobs == 4 and scheduler.stats.batches <= 2  # not one batch per job
+    assert all(isinstance(o, DecodingResult) and "ill" in normalize(o.text) for o in outcomes)
+
+
+def test_a_window_that_fails_inference_fails_only_its_own_session(engine):
+    audio = load_audio(SENSE[1])
+    bad_prompt = (10**6,)  # no such token: the embedding lookup raises inside the batch
+    outcomes, scheduler = run_together(engine, [job(audio), job(audio, bad_prompt), job(audio)])
+    assert isinstance(outcomes[1], IndexError)
+    assert isinstance(outcomes[0], DecodingResult) and isinstance(outcomes[2], DecodingResult)
+    assert "young man" in normalize(outcomes[0].text) and "young man" in normalize(outcomes[2].text)
+    assert scheduler.stats.errors == 1
