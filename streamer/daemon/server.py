@@ -251,6 +251,7 @@ class Daemon:
         self._shutdown_task: asyncio.Task[None] | None = None
         self._lag_watch: asyncio.Task[None] | None = None
         self.metrics.gauges["sessions_active"] = lambda: len(self.sessions)
+        self.metrics.gauges["tasks"] = lambda: len(asyncio.all_tasks())  # evaluated on the event loop
         self.metrics.gauges["queue_depth"] = lambda: self.scheduler.depth
         self.metrics.gauges["inference_busy_seconds"] = lambda: self.scheduler.stats.busy_seconds
         self.metrics.gauges["real_time_factor"] = lambda: self.scheduler.stats.busy_seconds / max(
