@@ -20,34 +20,18 @@ import asyncio
 import json
 import re
 import statistics
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 from streaming import RefWord, normalize_words, pct, reference_words
+from websocket import metrics, send_paced, start_daemon
 from websockets.asyncio.client import connect
 
 from streamer import SAMPLE_RATE
 from streamer.engine import Engine
 from streamer.model.loading import load_model
 from streamer.textnorm import word_errors
-
-
-def metrics(url: str) -> dict[str, float]:
-    http = url.replace("ws://", "http://").replace("/v1/stream", "/metrics")
-    out: dict[str, float] = {}
-    for line in urllib.request.urlopen(http, timeout=10).read().decode().splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            out[name] = out.get(name, 0.0) + float(value) if name.startswith("streamer_errors_total") else float(value)
-    return out
-
-
-def errors_total(m: dict[str, float]) -> float:
-    return sum(v for k, v in m.items() if k.startswith("streamer_errors_total"))
 
 
 def sample_process(pid: int) -> tuple[float, int]:
@@ -76,13 +60,7 @@ async def client(url: str, audio: np.ndarray, offset: int, seconds: float, texts
                     texts.append(message["text"])
 
         reader = asyncio.create_task(read())
-        step = 2 * SAMPLE_RATE // 50  # 20 ms
-        for i in range(0, len(pcm), step):
-            delay = began + i / 2 / SAMPLE_RATE - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            await ws.send(pcm[i : i + step])
-        await ws.send(json.dumps({"type": "end"}))
+        await send_paced(ws, pcm, began, 2 * SAMPLE_RATE // 50)  # 20 ms frames
         await reader
     return latencies
 
@@ -112,6 +90,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--url", default=None)
     parser.add_argument("--pid", type=int, default=None, help="the running daemon's process id (with --url)")
+    parser.add_argument("--save", type=Path, default=None, help="write each client's finals to DIR/clientN.txt")
     args = parser.parse_args()
     engine = Engine(load_model("tiny.en"), compute_type="int8")
     audio, refs = reference_words(engine, 1.0)
@@ -119,15 +98,8 @@ def main() -> None:
     proc = None
     url, pid = args.url, args.pid
     if url is None:
-        command = [sys.executable, "-m", "streamer.cli", "serve", "--port", "0", "--max-sessions", str(args.clients)]
-        proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            if m := re.search(r"ready on (ws://\S+)", line):
-                url, pid = m.group(1), proc.pid
-                break
-        else:
-            raise SystemExit("the daemon exited before it was ready")
+        proc, url = start_daemon("--max-sessions", str(args.clients))
+        pid = proc.pid
     assert url is not None and pid is not None
     try:
         results, samples, final_metrics, finals = asyncio.run(run(args, url, pid, audio))
@@ -152,10 +124,16 @@ def main() -> None:
     print(f"RSS {samples[0][1]:.0f} MiB at start, {samples[-1][1]:.0f} MiB at the end, slope over the second half "
           f"{slope:+.1f} MiB/hour; open fds {samples[0][2]} -> {samples[-1][2]}; asyncio tasks "
           f"{samples[0][3]:.0f} -> {samples[-1][3]:.0f} (max {max(s[3] for s in samples):.0f})")
-    print(f"protocol errors {errors_total(final_metrics):.0f}; client exceptions {len(exceptions)}; "
+    errors = final_metrics.get("streamer_errors_total", 0.0)
+    print(f"protocol errors {errors:.0f}; client exceptions {len(exceptions)}; "
           f"tracebacks in the daemon's log {tracebacks}")
+    timeline = [f"{t / 60:.0f}m {rss:.0f}" for t, rss, _, _ in samples[:: max(1, len(samples) // 10)]]
+    print("RSS MiB over time:", ", ".join(timeline))
     stride = len(audio) // max(1, args.clients)
     for n, texts in enumerate(finals):
+        if args.save is not None:
+            args.save.mkdir(parents=True, exist_ok=True)
+            (args.save / f"client{n}.txt").write_text("\n".join(texts) + "\n")
         expected = expected_words(refs, (n * stride) % len(audio) / SAMPLE_RATE, args.minutes * 60,
                                   len(audio) / SAMPLE_RATE)
         got = normalize_words(" ".join(texts))

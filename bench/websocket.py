@@ -24,7 +24,7 @@ from dataclasses import replace
 
 import numpy as np
 from streaming import RefWord, mark_seen, normalize_words, pct, reference_words, truth, wer
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 
 from streamer import SAMPLE_RATE
 from streamer.engine import Engine
@@ -50,19 +50,25 @@ async def client(url: str, audio: np.ndarray, refs: list[RefWord], frame_s: floa
                     finals.append(message["text"])
 
         reader = asyncio.create_task(read())
-        for i in range(0, len(pcm), step):
-            delay = began + i / 2 / SAMPLE_RATE - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            await ws.send(pcm[i : i + step])
-        await ws.send(json.dumps({"type": "end"}))
+        await send_paced(ws, pcm, began, step)
         await reader
     return finals
 
 
-def start_daemon(args: argparse.Namespace) -> tuple[subprocess.Popen[str], str]:
-    command = [sys.executable, "-m", "streamer.cli", "serve", "--port", "0", "--max-sessions", str(args.clients),
-               "--busy-encoder-seconds", str(args.busy_encoder_seconds)]
+async def send_paced(ws: ClientConnection, pcm: bytes, began: float, step: int) -> None:
+    """pcm_s16le 16 kHz in frames of ``step`` bytes, each sent when its audio is due (1x from
+    ``began``), then ``end``."""
+    for i in range(0, len(pcm), step):
+        delay = began + i / 2 / SAMPLE_RATE - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await ws.send(pcm[i : i + step])
+    await ws.send(json.dumps({"type": "end"}))
+
+
+def start_daemon(*options: str) -> tuple[subprocess.Popen[str], str]:
+    """``streamer serve --port 0 OPTIONS`` in its own process, once it is ready: (process, its URL)."""
+    command = [sys.executable, "-m", "streamer.cli", "serve", "--port", "0", *options]
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     for line in proc.stderr:
@@ -72,13 +78,14 @@ def start_daemon(args: argparse.Namespace) -> tuple[subprocess.Popen[str], str]:
 
 
 def metrics(url: str) -> dict[str, float]:
+    """The daemon's /metrics samples by name (labelled samples of one name summed)."""
     http = url.replace("ws://", "http://").replace("/v1/stream", "/metrics")
-    text = urllib.request.urlopen(http, timeout=10).read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#") and "{" not in line:
-            name, value = line.split()
-            out[name] = float(value)
+    out: dict[str, float] = {}
+    for line in urllib.request.urlopen(http, timeout=10).read().decode().splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            name = name.split("{")[0]
+            out[name] = out.get(name, 0.0) + float(value)
     return out
 
 
@@ -103,7 +110,9 @@ def main() -> None:
     proc = None
     url = args.url
     if url is None:
-        proc, url = start_daemon(args)
+        proc, url = start_daemon(
+            "--max-sessions", str(args.clients), "--busy-encoder-seconds", str(args.busy_encoder_seconds)
+        )
     try:
         per_client, finals = asyncio.run(run(args, url, audio, refs))
         summary = metrics(url)
