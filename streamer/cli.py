@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
 import logging
 import os
 import signal
@@ -367,24 +366,6 @@ def cmd_mic(args: argparse.Namespace) -> int:
 COMMANDS = {"transcribe": cmd_transcribe, "serve": cmd_serve, "mic": cmd_mic}
 
 
-def _tune_malloc() -> None:
-    """glibc raises its mmap threshold each time a large block is freed, after which the encoder's
-    varying multi-megabyte buffers come from the heap and fragment it: a daemon's RSS then grows for
-    hours (measured: +1.4 GiB/hour with 4 streams). A fixed 128 KiB threshold returns them to the
-    system on free (measured: flat)."""
-    if sys.platform != "linux":
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (musl, ...): nothing to tune
-        log.debug("not glibc: malloc left as it is")
-        return
-    m_mmap_threshold = -3
-    if not mallopt(m_mmap_threshold, 128 * 1024):
-        log.debug("mallopt(M_MMAP_THRESHOLD) was refused")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -393,7 +374,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    _tune_malloc()
     try:
         return COMMANDS[args.command](args)
     except StreamerError as e:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 
 from streamer.decoding.decode import DecodingResult
 from streamer.engine import Engine
+from streamer.heap import HeapTrimmer
 from streamer.streaming.inference import run_windows
 from streamer.streaming.session import WindowJob
 
@@ -49,13 +50,14 @@ class SchedulerStats:
 class Scheduler:
     def __init__(
         self, engine: Engine, max_queue: int = 256, max_batch: int | None = None,
-        busy_encoder_seconds: float | None = 20.0,
+        busy_encoder_seconds: float | None = 20.0, trim_interval: float = 10.0,
     ):
         self.engine = engine
         self.busy_encoder_seconds = busy_encoder_seconds
         self.max_queue = max_queue
         self.max_batch = max_batch or engine.max_batch
         self.stats = SchedulerStats()
+        self.heap = HeapTrimmer(trim_interval)
         self._queue: deque[tuple[WindowJob, Callback]] = deque()
         self._cond = threading.Condition()
         self._stopping = False
@@ -95,6 +97,8 @@ class Scheduler:
                     callback(job, outcome)
                 except Exception:
                     log.exception("a session's result handler failed")
+            del jobs, outcomes, batch
+            self.heap.maybe_trim()
 
     def _run_batch(self, jobs: list[WindowJob]) -> list[DecodingResult | BaseException]:
         """The batch's results; if it fails, each job is run alone, so only a failing window's session
