@@ -52,6 +52,13 @@ def _non_negative_float(value: str) -> float:
     return x
 
 
+def _positive_float(value: str) -> float:
+    x = _non_negative_float(value)
+    if x == 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value!r}")
+    return x
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="streamer", description="Streaming speech transcription on Whisper.")
     parser.add_argument("--version", action="version", version=f"streamer {__version__}")
@@ -107,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="under load, encode windows of ongoing speech padded to this many seconds instead of 30 "
         "(faster, may cost accuracy; 30 or 0: never)",
     )
+    v.add_argument("--resume-grace", type=_non_negative_float, default=30.0,
+                   help="seconds a dropped session waits for its client to resume it (0: no resume)")
+    v.add_argument("--max-session-minutes", type=_non_negative_float, default=0.0,
+                   help="close a session after this much audio, its finals sent first (0: no limit)")
+    v.add_argument("--idle-timeout", type=_positive_float, default=60.0,
+                   help="close a session after this many seconds without a message")
 
     m = sub.add_parser("mic", help="live captions from a microphone in the terminal (and to caption displays)")
     m.add_argument("--device", default=None, help="input device name or index (default: the system's default)")
@@ -255,6 +268,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, token=args.token or os.environ.get("STREAMER_TOKEN") or None,
         max_sessions=args.max_sessions, origins=args.origins, tls_cert=args.tls_cert, tls_key=args.tls_key,
         busy_encoder_seconds=args.busy_encoder_seconds if 0 < args.busy_encoder_seconds < 30 else None,
+        resume_grace=args.resume_grace, idle_timeout=args.idle_timeout,
+        max_session_seconds=60 * args.max_session_minutes if args.max_session_minutes else None,
     )
 
     async def run() -> None:

@@ -42,6 +42,9 @@ class Start:
     task: str = "transcribe"
     partials: bool = True
     word_timestamps: bool = True
+    resume: str | None = None  # the id of a dropped session to take up again
+    from_index: int = 0  # resume: the index of the first final to send again (the number received)
+    given: frozenset[str] = frozenset()  # the fields the client set
 
     @property
     def sample_bytes(self) -> int:
@@ -53,7 +56,8 @@ class Control:
     type: str  # finalize, keepalive, end
 
 
-_START_FIELDS = {"type", "sample_rate", "encoding", "language", "task", "partials", "word_timestamps"}
+_START_FIELDS = {"type", "sample_rate", "encoding", "language", "task", "partials", "word_timestamps", "resume", "from"}
+MAX_SESSION_ID = 64
 
 
 def _json(text: str, close_code: int) -> dict[str, object]:
@@ -100,7 +104,28 @@ def parse_start(text: str, multilingual: bool) -> Start:
         if not isinstance(value, bool):
             raise ProtocolError("bad_start", f"{name} must be true or false, got {value!r}", POLICY)
         flags[name] = value
-    return Start(rate, encoding, language if multilingual else "en", task, **flags)
+    resume = data.get("resume")
+    if resume is not None and (not isinstance(resume, str) or not 0 < len(resume) <= MAX_SESSION_ID):
+        raise ProtocolError("bad_start", "resume must be the session id from a ready message", POLICY)
+    from_index = data.get("from", 0)
+    if not isinstance(from_index, int) or isinstance(from_index, bool) or from_index < 0:
+        raise ProtocolError("bad_start", f"from must be a whole number >= 0, got {from_index!r}", POLICY)
+    if "from" in data and resume is None:
+        raise ProtocolError("bad_start", "from is only for a start that resumes a session", POLICY)
+    given = frozenset(data) - {"type", "resume", "from"}
+    return Start(rate, encoding, language if multilingual else "en", task, resume=resume, from_index=from_index,
+                 given=given, **flags)
+
+
+def check_resume(start: Start, original: Start) -> None:
+    """A resuming start may repeat the original's settings, but not change them."""
+    changed = sorted(
+        name for name in start.given if getattr(start, name) != getattr(original, name)
+    )
+    if changed:
+        raise ProtocolError(
+            "bad_start", f"a resumed session keeps its settings; these differ: {', '.join(changed)}", POLICY
+        )
 
 
 def parse_control(text: str) -> Control:

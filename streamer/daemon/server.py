@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import bisect
 import hmac
-import itertools
 import json
 import logging
+import secrets
 import ssl
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
@@ -40,6 +41,7 @@ from streamer.streaming.sources import PcmDecoder
 
 log = logging.getLogger(__name__)
 
+RESUME_HISTORY = 1000  # finals a session keeps for a client that resumes it
 OUTBOX_SIZE = 1000  # events waiting to be sent to one client; overflow policy: close (client not reading)
 START_TIMEOUT = 10.0
 MAX_MESSAGE = 256 * 1024  # a 1 s frame of 48 kHz float32 is 192 KiB
@@ -60,6 +62,9 @@ class ServeOptions:
     drain_timeout: float = 30.0
     busy_encoder_seconds: float | None = 20.0  # see Scheduler; None: always 30 s
     idle_timeout: float = 60.0  # no message for this long closes a session
+    resume_grace: float = 30.0  # a dropped session can be resumed for this long (0: not at all)
+    max_session_seconds: float | None = None  # audio per session; then its finals, and a 1008 close
+    keepalive: float = 20.0  # ping interval; a client that does not answer within this is dropped
     stream: StreamConfig = field(default_factory=StreamConfig)
 
 
@@ -69,17 +74,32 @@ def _text_response(status: int, body: str, content_type: str = "text/plain; char
     return Response(status, HTTPStatus(status).phrase, headers, data)
 
 
+class _SessionLimit(Exception):
+    """The session has received ``max_session_seconds`` of audio."""
+
+
 class ClientSession:
-    def __init__(self, daemon: Daemon, conn: ServerConnection, session_id: str):
+    """One transcription session. It outlives its connection: a client that drops without ``end`` can
+    resume it (``{"type":"start","resume":ID,"from":N}``) within ``resume_grace`` seconds and gets every
+    final it missed, while the audio it had sent is decoded in the meantime."""
+
+    def __init__(self, daemon: Daemon, session_id: str, start: Start):
         self.daemon = daemon
-        self.conn = conn
         self.id = session_id
+        self.start = start
         self.loop = asyncio.get_running_loop()
-        self.outbox: asyncio.Queue[dict[str, object] | None] = asyncio.Queue(OUTBOX_SIZE)
-        self.stream: LiveStream | None = None
-        self.start: Start | None = None
-        self.draining = False
+        self.conn: ServerConnection | None = None
+        self.outbox: asyncio.Queue[dict[str, object] | None] | None = None
         self.sender: asyncio.Task[None] | None = None
+        self.decoder = PcmDecoder(start.encoding, start.sample_rate)
+        config = StreamConfig(**{**daemon.options.stream.__dict__, "language": start.language,
+                                 "partials": start.partials})
+        self.stream = LiveStream(daemon.scheduler, self._on_events, config, self._on_error)
+        self.finals: deque[dict[str, object]] = deque(maxlen=RESUME_HISTORY)  # the last finals sent
+        self.final_count = 0
+        self.draining = False
+        self._expiry: asyncio.TimerHandle | None = None
+        self._parked = asyncio.Event()
         self._arrivals: list[tuple[float, float]] = []  # (audio seconds received, monotonic time)
         self._received = 0.0
 
@@ -93,10 +113,15 @@ class ClientSession:
 
     def _fail(self, error: BaseException) -> None:
         self.daemon.metrics.error("internal")
+        if self.conn is None:
+            self.expire()
+            return
         self._put({"type": "error", "code": "internal", "message": "transcription failed on the server"})
         self.loop.create_task(self.conn.close(protocol.INTERNAL, "internal error"))
 
     def _put(self, message: dict[str, object] | None) -> None:
+        if self.outbox is None or self.conn is None:
+            return  # detached: finals wait in self.finals for a resume
         try:
             self.outbox.put_nowait(message)
         except asyncio.QueueFull:
@@ -104,16 +129,18 @@ class ClientSession:
             self.loop.create_task(self.conn.close(protocol.POLICY, "client is not reading"))
 
     def _enqueue(self, events: list[Event]) -> None:
-        assert self.start is not None
         now = time.monotonic()
         for event in events:
             if isinstance(event, Final):
                 for w in event.words:
                     self.daemon.metrics.final_latency.observe(max(0.0, now - self._arrival(w.end)))
-            if isinstance(event, Partial | Final):
-                if isinstance(event, Partial) and not self.start.partials:
-                    continue
-                self._put(event.to_dict(self.start.word_timestamps))
+                message = {**event.to_dict(self.start.word_timestamps), "index": self.final_count}
+                self.final_count += 1
+                self.finals.append(message)
+                self._put(message)
+            elif isinstance(event, Partial):
+                if self.start.partials:
+                    self._put(event.to_dict(self.start.word_timestamps))
             else:
                 self._put(event.to_dict())
 
@@ -121,58 +148,110 @@ class ClientSession:
         i = bisect.bisect_left(self._arrivals, (t, 0.0))
         return self._arrivals[min(i, len(self._arrivals) - 1)][1] if self._arrivals else time.monotonic()
 
-    async def _sender(self) -> None:
-        while (message := await self.outbox.get()) is not None:
-            await self.conn.send(json.dumps(message, ensure_ascii=False))
+    @staticmethod
+    async def _sender(conn: ServerConnection, outbox: asyncio.Queue[dict[str, object] | None]) -> None:
+        while (message := await outbox.get()) is not None:
+            await conn.send(json.dumps(message, ensure_ascii=False))
 
-    # -- the connection -----------------------------------------------------------------------------
+    def _sender_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or (error := task.exception()) is None:
+            return
+        if isinstance(error, ConnectionClosed):
+            log.debug("session %s: the connection closed while sending", self.id)
+        else:
+            log.error("session %s: sending failed", self.id, exc_info=error)
 
-    async def run(self) -> None:
+    # -- a connection -------------------------------------------------------------------------------
+
+    async def serve(self, conn: ServerConnection, from_index: int | None = None) -> None:
+        """Run this session over ``conn`` until it ends or the connection drops. ``from_index``: a
+        resume, replaying the finals from that index."""
+        self.conn = conn
+        self.outbox = asyncio.Queue(OUTBOX_SIZE)
+        ready: dict[str, object] = {
+            "type": "ready", "session": self.id, "model": self.daemon.model_name,
+            "sample_rate": self.start.sample_rate, "encoding": self.start.encoding,
+            "resume_grace": self.daemon.options.resume_grace,
+        }
+        if from_index is not None:
+            first = self.final_count - len(self.finals)  # the oldest final still kept
+            ready |= {"resumed": True, "next_index": self.final_count, "missed": max(0, first - from_index)}
+        await conn.send(json.dumps(ready))
+        if from_index is not None:
+            for message in self.finals:
+                if int(message["index"]) >= from_index:  # type: ignore[call-overload]
+                    self._put(message)
+        self.sender = asyncio.create_task(self._sender(conn, self.outbox), name=f"send-{self.id}")
+        self.sender.add_done_callback(self._sender_done)
+        dropped = False
         try:
-            start = await self._receive_start()
-            self.start = start
-            decoder = PcmDecoder(start.encoding, start.sample_rate)
-            config = self.daemon.options.stream
-            config = StreamConfig(**{**config.__dict__, "language": start.language, "partials": start.partials})
-            self.stream = LiveStream(self.daemon.scheduler, self._on_events, config, self._on_error)
-            self.sender = asyncio.create_task(self._sender(), name=f"send-{self.id}")
-            await self.conn.send(json.dumps({
-                "type": "ready", "session": self.id, "model": self.daemon.model_name,
-                "sample_rate": start.sample_rate, "encoding": start.encoding,
-            }))
-            await self._receive_audio(decoder)
+            try:
+                await self._receive_audio()
+            except _SessionLimit:
+                limit = self.daemon.options.max_session_seconds
+                error = ProtocolError("session_too_long", f"a session is at most {limit:g} s of audio: start a new one",
+                                      protocol.POLICY)
+                await self._finish(protocol.POLICY, "session too long", error.to_dict())
+                return
             if not self.draining:
-                await self._finish(protocol.NORMAL, "done")
+                await self._finish(protocol.NORMAL, "done", {"type": "done"})
         except ProtocolError as e:
             self.daemon.metrics.error(e.code)
             log.info("session %s: %s (close %d)", self.id, e.message, e.close_code)
             await self._send_quietly(json.dumps(e.to_dict()))
-            await self.conn.close(e.close_code, e.code)
+            await conn.close(e.close_code, e.code)
         except ConnectionClosed:
-            log.info("session %s: the client went away", self.id)
+            dropped = True
         finally:
-            if self.stream is not None:
+            if dropped and not self.draining and self.daemon.options.resume_grace > 0:
+                self._detach()
+            elif not self.draining:
                 self.stream.end()  # whatever is left is decoded and dropped; the slot is freed
             if self.sender is not None and not self.sender.done() and not self.draining:
                 self.sender.cancel()
 
+    def _detach(self) -> None:
+        """The connection dropped without ``end``: decode what was received, keep the finals."""
+        log.info("session %s: the client went away; resumable for %g s", self.id, self.daemon.options.resume_grace)
+        self.conn = None
+        self.outbox = None
+        self.stream.finalize()
+        self.daemon.park(self)
+        self._expiry = self.loop.call_later(self.daemon.options.resume_grace, self.expire)
+        self._parked.set()
+
+    async def let_go(self) -> None:
+        """Drop the current connection (a client resumes from a new one) and wait until parked."""
+        if self.conn is not None:
+            self.conn.transport.abort()
+        await self._parked.wait()
+
+    def take_up(self) -> None:
+        """A client resumes this detached session."""
+        self._parked.clear()
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+
+    def expire(self) -> None:
+        """No resume within the grace period (or the server stops): the session is over. Idempotent."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        if self.daemon.detached.pop(self.id, None) is not None:
+            log.info("session %s: not resumed; closed", self.id)
+        self.stream.end()
+
     async def _send_quietly(self, text: str) -> None:
+        assert self.conn is not None
         try:
             await self.conn.send(text)
         except ConnectionClosed:
             log.debug("session %s: closed before a message could be sent", self.id)
 
-    async def _receive_start(self) -> Start:
-        try:
-            first = await asyncio.wait_for(self.conn.recv(), START_TIMEOUT)
-        except TimeoutError:
-            raise ProtocolError("no_start", f"no start message within {START_TIMEOUT:g} s", protocol.POLICY) from None
-        if isinstance(first, bytes):
-            raise ProtocolError("audio_before_start", "send {\"type\": \"start\"} before audio", protocol.UNSUPPORTED)
-        return protocol.parse_start(first, self.daemon.engine.tokenizer.is_multilingual)
-
-    async def _receive_audio(self, decoder: PcmDecoder) -> None:
-        assert self.stream is not None and self.start is not None
+    async def _receive_audio(self) -> None:
+        assert self.conn is not None
+        limit = self.daemon.options.max_session_seconds
         while True:
             try:
                 message = await asyncio.wait_for(self.conn.recv(), self.daemon.options.idle_timeout)
@@ -182,7 +261,7 @@ class ClientSession:
                 continue  # drain() is flushing this session; audio after that is not taken
             if isinstance(message, bytes):
                 protocol.check_frame(message, self.start)
-                samples = decoder.decode(message)
+                samples = self.decoder.decode(message)
                 self._received += len(samples) / 16000
                 self._arrivals.append((self._received, time.monotonic()))
                 del self._arrivals[:-2000]
@@ -190,6 +269,8 @@ class ClientSession:
                     self.daemon.metrics.audio_seconds += len(samples) / 16000
                 self._check_rate()
                 self.stream.feed(samples)
+                if limit is not None and self._received >= limit:
+                    raise _SessionLimit
             else:
                 control = protocol.parse_control(message)
                 if control.type == "finalize":
@@ -199,7 +280,6 @@ class ClientSession:
 
     def _check_rate(self) -> None:
         """A client far ahead of inference (sending much faster than real time) is closed."""
-        assert self.stream is not None
         limit = BACKLOG_SHARE * self.stream.session.config.buffer_seconds
         if self.stream.buffered_seconds > limit:
             raise ProtocolError(
@@ -209,7 +289,6 @@ class ClientSession:
 
     async def _flush(self) -> None:
         """The last speech is decoded and every final handed to the sender, which then stops."""
-        assert self.stream is not None
         self.stream.end()
         await asyncio.to_thread(self.stream.wait, self.daemon.options.drain_timeout)
         # Events delivered with call_soon_threadsafe before the wait ended have run by now.
@@ -217,18 +296,16 @@ class ClientSession:
         if self.sender is not None:
             await self.sender
 
-    async def _finish(self, code: int, reason: str) -> None:
+    async def _finish(self, code: int, reason: str, last: dict[str, object]) -> None:
+        assert self.conn is not None
         await self._flush()
-        await self._send_quietly(json.dumps({"type": "done"}))
+        await self._send_quietly(json.dumps(last))
         await self.conn.close(code, reason)
 
     async def drain(self) -> None:
         """Server shutdown: flush this session's finals, then close with 1001."""
         self.draining = True
-        if self.stream is not None:
-            await self._finish(protocol.GOING_AWAY, "server shutting down")
-        else:
-            await self.conn.close(protocol.GOING_AWAY, "server shutting down")
+        await self._finish(protocol.GOING_AWAY, "server shutting down", {"type": "done"})
 
 
 class Daemon:
@@ -241,16 +318,17 @@ class Daemon:
             engine, max_queue=max(16, 2 * self.options.max_sessions),
             busy_encoder_seconds=self.options.busy_encoder_seconds,
         )
-        self.sessions: dict[str, ClientSession] = {}
+        self.sessions: dict[str, ClientSession] = {}  # with a connection
+        self.detached: dict[str, ClientSession] = {}  # dropped, waiting for a resume (at most max_sessions)
         self.captions: CaptionHub | None = None  # a published session (streamer mic --serve) at /v1/captions
         self.ready = False
         self.draining = False
-        self._ids = itertools.count(1)
         self._server: Server | None = None
         self._stopped = asyncio.Event()
         self._shutdown_task: asyncio.Task[None] | None = None
         self._lag_watch: asyncio.Task[None] | None = None
         self.metrics.gauges["sessions_active"] = lambda: len(self.sessions)
+        self.metrics.gauges["sessions_detached"] = lambda: len(self.detached)
         self.metrics.gauges["tasks"] = lambda: len(asyncio.all_tasks())  # evaluated on the event loop
         self.metrics.gauges["queue_depth"] = lambda: self.scheduler.depth
         self.metrics.gauges["inference_busy_seconds"] = lambda: self.scheduler.stats.busy_seconds
@@ -297,28 +375,69 @@ class Daemon:
         if urlsplit(conn.request.path).path == "/v1/captions" and self.captions is not None:
             await self.captions.serve(conn)
             return
-        session_id = f"s{next(self._ids)}"
-        if len(self.sessions) >= self.options.max_sessions:
-            self.metrics.error("over_capacity")
-            limit = self.options.max_sessions
-            message = f"the server is at its limit of {limit} sessions"
-            error = ProtocolError("over_capacity", message, protocol.TRY_AGAIN)
+        try:
+            if len(self.sessions) >= self.options.max_sessions:
+                message = f"the server is at its limit of {self.options.max_sessions} sessions"
+                raise ProtocolError("over_capacity", message, protocol.TRY_AGAIN)
+            start = await self._receive_start(conn)
+            if start.resume is not None:
+                session = await self._resume(start)
+            else:
+                session = ClientSession(self, secrets.token_urlsafe(12), start)
+                with self.metrics.lock:
+                    self.metrics.sessions_total += 1
+        except ProtocolError as e:
+            self.metrics.error(e.code)
+            log.info("connection from %s refused: %s (close %d)", conn.remote_address, e.message, e.close_code)
             try:
-                await conn.send(json.dumps(error.to_dict()))
+                await conn.send(json.dumps(e.to_dict()))
             except ConnectionClosed:
                 return
-            await conn.close(protocol.TRY_AGAIN, "over capacity")
+            await conn.close(e.close_code, e.code)
             return
-        session = ClientSession(self, conn, session_id)
-        self.sessions[session_id] = session
-        with self.metrics.lock:
-            self.metrics.sessions_total += 1
-        log.info("session %s opened from %s", session_id, conn.remote_address)
+        except ConnectionClosed:
+            return
+        self.sessions[session.id] = session
+        log.info("session %s %s from %s", session.id, "resumed" if start.resume else "opened", conn.remote_address)
         try:
-            await session.run()
+            await session.serve(conn, start.from_index if start.resume else None)
         finally:
-            self.sessions.pop(session_id, None)
-            log.info("session %s closed", session_id)
+            if session.conn in (None, conn):  # not yet taken up by a resuming connection
+                self.sessions.pop(session.id, None)
+            log.info("session %s: connection closed", session.id)
+
+    async def _receive_start(self, conn: ServerConnection) -> Start:
+        try:
+            first = await asyncio.wait_for(conn.recv(), START_TIMEOUT)
+        except TimeoutError:
+            raise ProtocolError("no_start", f"no start message within {START_TIMEOUT:g} s", protocol.POLICY) from None
+        if isinstance(first, bytes):
+            raise ProtocolError("audio_before_start", "send {\"type\": \"start\"} before audio", protocol.UNSUPPORTED)
+        return protocol.parse_start(first, self.engine.tokenizer.is_multilingual)
+
+    async def _resume(self, start: Start) -> ClientSession:
+        assert start.resume is not None
+        if (current := self.sessions.get(start.resume)) is not None and self.options.resume_grace > 0:
+            # the client reconnected before this server noticed its old connection drop
+            protocol.check_resume(start, current.start)
+            await current.let_go()
+        session = self.detached.get(start.resume)
+        if session is None:
+            grace = self.options.resume_grace
+            raise ProtocolError(
+                "unknown_session", f"no session {start.resume!r} to resume (it ended, or {grace:g} s passed)",
+                protocol.POLICY,
+            )
+        protocol.check_resume(start, session.start)
+        del self.detached[start.resume]
+        session.take_up()
+        return session
+
+    def park(self, session: ClientSession) -> None:
+        """Keep a dropped session for a resume; the oldest parked one goes when there are too many."""
+        self.detached[session.id] = session
+        while len(self.detached) > self.options.max_sessions:
+            next(iter(self.detached.values())).expire()
 
     async def start(self) -> None:
         await asyncio.to_thread(warm_up, self.engine)  # the first inference is slow: do it now
@@ -329,6 +448,8 @@ class Daemon:
         self._server = await serve(
             self._handle, self.options.host, self.options.port, process_request=self._process_request,
             max_size=MAX_MESSAGE, compression=None, ssl=ssl_context, max_queue=64,
+            ping_interval=self.options.keepalive, ping_timeout=self.options.keepalive,
+            close_timeout=min(10.0, self.options.keepalive),
             origins=[Origin(o) for o in self.options.origins] if self.options.origins else None,
             logger=log, server_header="streamer",
         )
@@ -355,6 +476,8 @@ class Daemon:
     async def _shutdown(self) -> None:
         self.draining = True
         log.warning("shutting down: flushing %d session(s)", len(self.sessions))
+        for parked in list(self.detached.values()):
+            parked.expire()  # nobody to deliver to
         drains = [s.drain() for s in list(self.sessions.values())]
         if drains:
             await asyncio.wait_for(asyncio.gather(*drains, return_exceptions=True), self.options.drain_timeout + 5)

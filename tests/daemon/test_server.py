@@ -343,39 +343,51 @@ async def test_health_and_metrics(daemon):
     assert "s3cret" not in body
 
 
-def test_sigterm_drains_sessions_and_delivers_their_finals(tmp_path):
-    """A real `streamer serve` process: SIGTERM mid-stream flushes the finals, closes 1001, exits 0."""
-    port_file = tmp_path / "log"
+def test_sigterm_under_load_drains_every_session_and_delivers_their_finals(tmp_path):
+    """A real `streamer serve` process with three sessions streaming at once: SIGTERM mid-stream flushes
+    each session's finals (everything it had received), closes each with 1001, and exits 0."""
+    log_path = tmp_path / "log"
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "STREAMER_TOKEN": "t"}
-    log_file = port_file.open("wb")
+    log_file = log_path.open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "streamer", "serve", "--port", str(port)], env=env, stderr=log_file)
+    clips = {CLIP: "dashwood", FIXTURES / "sense_and_sensibility_01_austen_64kb-0880.wav": "young man",
+             FIXTURES / "005.wav": "spades"}
     try:
-        async def client() -> tuple[list[dict], int | None]:
-            for _ in range(300):
-                if "ready on" in port_file.read_text():
-                    break
-                await asyncio.sleep(0.1)
+        async def client(clip, sent: asyncio.Event) -> tuple[list[dict], int | None]:
             events = []
             async with connect(f"ws://127.0.0.1:{port}/v1/stream?token=t") as ws:
                 await ws.send(START)
                 await ws.recv()
-                data = pcm16(load_audio(CLIP))
-                for i in range(0, len(data), 32000):  # 1 s frames
-                    await ws.send(data[i : i + 32000])
-                await asyncio.sleep(0.5)
-                proc.send_signal(signal.SIGTERM)
+                data = pcm16(load_audio(clip))
+                for i in range(0, len(data), 8000):  # 250 ms frames, 4x real time
+                    await ws.send(data[i : i + 8000])
+                    await asyncio.sleep(0.0625)
+                sent.set()
                 async for message in ws:
                     events.append(json.loads(message))
                 return events, ws.close_code
 
-        events, code = asyncio.run(client())
-        assert code == 1001
-        assert "dashwood" in normalize(finals(events))
-        assert events[-1] == {"type": "done"}
+        async def main() -> list[tuple[list[dict], int | None]]:
+            for _ in range(300):
+                if "ready on" in log_path.read_text():
+                    break
+                await asyncio.sleep(0.1)
+            sent = [asyncio.Event() for _ in clips]
+            tasks = [asyncio.create_task(client(c, e)) for c, e in zip(clips, sent, strict=True)]
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in sent)), 60)
+            proc.send_signal(signal.SIGTERM)  # while the last words are still being decoded
+            return await asyncio.gather(*tasks)
+
+        results = asyncio.run(main())
+        for (events, code), word in zip(results, clips.values(), strict=True):
+            assert code == 1001
+            assert word in normalize(finals(events))
+            assert events[-1] == {"type": "done"}
         assert proc.wait(timeout=60) == 0
+        assert "Traceback" not in log_path.read_text()
     finally:
         proc.kill()
         log_file.close()
