@@ -118,8 +118,46 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds a dropped session waits for its client to resume it (0: no resume)")
     v.add_argument("--max-session-minutes", type=_non_negative_float, default=0.0,
                    help="close a session after this much audio, its finals sent first (0: no limit)")
+    v.add_argument("--web", nargs="?", const="", default=None, metavar="DIR",
+                   help="serve the browser caption page at / (default DIR: clients/web)")
     v.add_argument("--idle-timeout", type=_positive_float, default=60.0,
                    help="close a session after this many seconds without a message")
+
+    li = sub.add_parser("listen", help="stream a file or the microphone to a daemon; print or save its captions")
+    li.add_argument("url", nargs="?", default="ws://127.0.0.1:8765/v1/stream", help="the daemon's stream URL")
+    li.add_argument("--token", default=None, help="the daemon's token (default: $STREAMER_TOKEN, if set)")
+    src = li.add_mutually_exclusive_group()
+    src.add_argument("--file", default=None, help="an audio file to stream")
+    src.add_argument("--mic", action="store_true", help="stream the microphone (the default without --file)")
+    li.add_argument("--device", default=None, help="with --mic: input device name or index")
+    li.add_argument("--format", choices=("text", "jsonl", "srt", "vtt"), default="text",
+                    help="text: live captions (finals only when piped); srt/vtt: caption files from word times")
+    li.add_argument("--output", "-o", default=None, help="write here instead of stdout")
+    li.add_argument("--language", default="en", help="spoken language, or 'auto' (multilingual models)")
+    li.add_argument("--speed", type=_non_negative_float, default=1.0,
+                    help="with --file: times real time to send at (0: as fast as the server takes it)")
+    li.add_argument("--duration", type=_positive_float, default=None, help="with --mic: stop after this many seconds")
+    li.add_argument("--partials", action=argparse.BooleanOptionalAction, default=True,
+                    help="ask for partial hypotheses")
+
+    d = sub.add_parser("dictate", help="type what you say into the focused window (hotkey: --toggle or --begin/--end)")
+    d.add_argument("url", nargs="?", default="ws://127.0.0.1:8765/v1/stream", help="the daemon's stream URL")
+    d.add_argument("--token", default=None, help="the daemon's token (default: $STREAMER_TOKEN, if set)")
+    d.add_argument("--device", default=None, help="input device name or index (default: the system's default)")
+    d.add_argument("--language", default="en", help="spoken language, or 'auto' (multilingual models)")
+    cmd = d.add_mutually_exclusive_group()
+    cmd.add_argument("--toggle", action="store_const", const="toggle", dest="command_word",
+                     help="tell the running dictation to start or stop (bind a hotkey to this)")
+    cmd.add_argument("--begin", action="store_const", const="begin", dest="command_word",
+                     help="push-to-talk: start (bind to the key press)")
+    cmd.add_argument("--end", action="store_const", const="end", dest="command_word",
+                     help="push-to-talk: stop (bind to the key release)")
+    d.add_argument("--typer", choices=("auto", "xdotool", "wtype"), default="auto",
+                   help="how to type: xdotool (X11) or wtype (Wayland); auto picks by session")
+    d.add_argument("--punctuation", action=argparse.BooleanOptionalAction, default=True,
+                   help="type Whisper's punctuation and capitals (--no-punctuation: plain lower-case words)")
+    d.add_argument("--feedback", action=argparse.BooleanOptionalAction, default=True,
+                   help="a beep and a desktop notification on start and stop, where available")
 
     m = sub.add_parser("mic", help="live captions from a microphone in the terminal (and to caption displays)")
     m.add_argument("--device", default=None, help="input device name or index (default: the system's default)")
@@ -252,6 +290,7 @@ def _stream(args: argparse.Namespace, language: str | None, device: torch.device
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from streamer.daemon.server import Daemon, ServeOptions
+    from streamer.daemon.web import check_web_dir, default_web_dir
     from streamer.engine import Engine
     from streamer.model.loading import load_model
 
@@ -269,6 +308,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_sessions=args.max_sessions, origins=args.origins, tls_cert=args.tls_cert, tls_key=args.tls_key,
         busy_encoder_seconds=args.busy_encoder_seconds if 0 < args.busy_encoder_seconds < 30 else None,
         resume_grace=args.resume_grace, idle_timeout=args.idle_timeout,
+        web_dir=None if args.web is None else check_web_dir(args.web or default_web_dir()),
         max_session_seconds=60 * args.max_session_minutes if args.max_session_minutes else None,
     )
 
@@ -378,7 +418,76 @@ def cmd_mic(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"transcribe": cmd_transcribe, "serve": cmd_serve, "mic": cmd_mic}
+def cmd_listen(args: argparse.Namespace) -> int:
+    from streamer.client import StreamClient
+    from streamer.listen import file_blocks, listen, open_output
+    from streamer.mic import Microphone
+
+    language = None if args.language.lower() == "auto" else args.language
+    client = StreamClient(
+        args.url, args.token or os.environ.get("STREAMER_TOKEN") or None, language=language,
+        partials=args.partials and args.format in ("text", "jsonl"),
+    )
+    out = open_output(args.output)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        _install_signals(asyncio.get_running_loop(), stop.set)
+        mic: Microphone | None = None
+        if args.file is not None:
+            blocks = file_blocks(args.file, args.speed)
+        else:
+            mic = Microphone(args.device)
+            mic.open()
+            if args.duration:
+                asyncio.get_running_loop().call_later(args.duration, stop.set)
+            stop_task = asyncio.create_task(stop.wait())
+            stop_task.add_done_callback(lambda _: mic.close() if mic is not None else None)
+            blocks = mic.blocks()
+        try:
+            report = await listen(client, blocks, args.format, out, stop,
+                                  live=False if args.output not in (None, "-") else None)
+        finally:
+            if mic is not None:
+                mic.close()
+        log.info("sent %.1f s of audio, %d finals, %d reconnect(s)", report.seconds, report.finals, report.reconnects)
+
+    try:
+        asyncio.run(run())
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return 0
+
+
+def cmd_dictate(args: argparse.Namespace) -> int:
+    from streamer.client import StreamClient
+    from streamer.dictate import Composer, Dictation, control_path, send_command, typing_command
+
+    if args.command_word is not None:
+        send_command(args.command_word)
+        return 0
+    type_command = typing_command(args.typer)
+    token = args.token or os.environ.get("STREAMER_TOKEN") or None
+    language = None if args.language.lower() == "auto" else args.language
+
+    def make_client() -> StreamClient:
+        return StreamClient(args.url, token, language=language, partials=False, word_timestamps=False)
+
+    dictation = Dictation(make_client, args.device, type_command, Composer(args.punctuation), args.feedback)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        _install_signals(asyncio.get_running_loop(), stop.set)
+        await dictation.serve(control_path(), stop)
+
+    asyncio.run(run())
+    return 0
+
+
+COMMANDS = {
+    "transcribe": cmd_transcribe, "serve": cmd_serve, "mic": cmd_mic, "listen": cmd_listen, "dictate": cmd_dictate,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

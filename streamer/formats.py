@@ -72,3 +72,39 @@ def format_transcript(transcript: Transcript, fmt: str, source: str) -> str:
     if fmt == "vtt":
         return to_vtt(transcript_cues(transcript))
     raise ValueError(f"unknown format {fmt!r}")
+
+
+_ABBREVIATIONS = {"mr.", "mrs.", "ms.", "dr.", "st.", "jr.", "sr.", "prof.", "vs.", "etc.", "e.g.", "i.e.", "no."}
+
+
+def _sentence_end(text: str) -> bool:
+    """The cue so far ends a sentence (and is long enough to stand alone)."""
+    last = text.rsplit(" ", 1)[-1].lower()
+    return len(text) >= 16 and text[-1] in ".?!" and last not in _ABBREVIATIONS
+
+
+def word_cues(
+    words: Iterable[tuple[str, float, float]], max_chars: int = 84, max_seconds: float = 7.0, max_gap: float = 1.0
+) -> list[Cue]:
+    """Caption cues from timed words (text, start, end): a new cue after a sentence's end, before a
+    pause over ``max_gap``, and before the cue would pass ``max_chars`` characters or ``max_seconds``."""
+    cues: list[Cue] = []
+    text, start, end = "", 0.0, 0.0
+    for word, w_start, w_end in words:
+        word = word.strip()
+        if not word:
+            continue
+        if text and (
+            len(text) + 1 + len(word) > max_chars or w_end - start > max_seconds or w_start - end > max_gap
+            or _sentence_end(text)
+        ):
+            cues.append(Cue(start, end, text))
+            text = ""
+        if not text:
+            text, start = word, w_start
+        else:
+            text = text + word if word[0] in ",.;:!?%" else f"{text} {word}"
+        end = max(w_end, start)
+    if text:
+        cues.append(Cue(start, end, text))
+    return cues

@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import ctypes.util
 import json
-import os
 import re
-import shutil
 import signal
-import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
@@ -21,44 +15,10 @@ from streamer.mic import Microphone, caption_microphone
 from streamer.streaming.events import Event, Final
 from streamer.streaming.scheduler import Scheduler
 from streamer.streaming.session import StreamConfig
-from tests.conftest import FIXTURES, normalize
+from tests.conftest import FIXTURES, normalize, play
 
 CLIP = FIXTURES / "sense_and_sensibility_01_austen_64kb-0870.wav"
 WORDS = "and mister john dashwood had then leisure to consider how much there might be prudently"
-
-
-@pytest.fixture(scope="module")
-def pulse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """A private PulseAudio server with a null sink "virt" whose monitor is the default source."""
-    if shutil.which("pulseaudio") is None or shutil.which("paplay") is None:
-        pytest.skip("PulseAudio is not installed (apt-get install pulseaudio pulseaudio-utils)")
-    if ctypes.util.find_library("portaudio") is None:  # sounddevice itself is imported once Pulse runs
-        pytest.skip("PortAudio is not installed (apt-get install libportaudio2)")
-    runtime = tmp_path_factory.mktemp("xdg")
-    runtime.chmod(0o700)
-    env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime), "PULSE_SERVER": f"unix:{runtime}/pulse/native"}
-    subprocess.run(
-        ["pulseaudio", "-D", "--exit-idle-time=-1", "-n", "--load=module-native-protocol-unix",
-         "--load=module-null-sink sink_name=virt"],
-        env=env, check=True, capture_output=True,
-    )
-    subprocess.run(["pactl", "set-default-source", "virt.monitor"], env=env, check=True)
-    saved = {k: os.environ.get(k) for k in ("XDG_RUNTIME_DIR", "PULSE_SERVER")}
-    os.environ.update({k: env[k] for k in saved})
-    try:
-        yield env
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        subprocess.run(["pulseaudio", "--kill"], env=env, check=False, capture_output=True)
-
-
-async def play(env: dict[str, str], clip: Path = CLIP) -> None:
-    proc = await asyncio.create_subprocess_exec("paplay", "-d", "virt", str(clip), env=env)
-    assert await proc.wait() == 0
 
 
 async def test_microphone_captions_speech_played_into_the_device(pulse, engine):

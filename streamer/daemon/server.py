@@ -19,6 +19,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -31,6 +32,7 @@ from streamer.daemon import protocol
 from streamer.daemon.captions import CaptionHub
 from streamer.daemon.metrics import Metrics
 from streamer.daemon.protocol import ProtocolError, Start
+from streamer.daemon.web import static_file
 from streamer.engine import Engine
 from streamer.streaming.events import Event, Final, Partial
 from streamer.streaming.inference import warm_up
@@ -65,13 +67,19 @@ class ServeOptions:
     resume_grace: float = 30.0  # a dropped session can be resumed for this long (0: not at all)
     max_session_seconds: float | None = None  # audio per session; then its finals, and a 1008 close
     keepalive: float = 20.0  # ping interval; a client that does not answer within this is dropped
+    web_dir: Path | None = None  # serve the browser caption page (clients/web) at /
     stream: StreamConfig = field(default_factory=StreamConfig)
 
 
-def _text_response(status: int, body: str, content_type: str = "text/plain; charset=utf-8") -> Response:
-    data = body.encode()
-    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(data)))])
+def _response(status: int, data: bytes, content_type: str) -> Response:
+    headers = Headers([
+        ("Content-Type", content_type), ("Content-Length", str(len(data))), ("Cache-Control", "no-cache"),
+    ])
     return Response(status, HTTPStatus(status).phrase, headers, data)
+
+
+def _text_response(status: int, body: str, content_type: str = "text/plain; charset=utf-8") -> Response:
+    return _response(status, body.encode(), content_type)
 
 
 class _SessionLimit(Exception):
@@ -360,6 +368,10 @@ class Daemon:
             return _text_response(200 if ok else 503, "ok\n" if ok else "not ready\n")
         if path == "/metrics":
             return _text_response(200, self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
+        if self.options.web_dir is not None and "Upgrade" not in request.headers:
+            page = static_file(self.options.web_dir, path)
+            if page is not None:
+                return _response(200, *page)
         if path != "/v1/stream" and not (path == "/v1/captions" and self.captions is not None):
             return _text_response(404, "not found: the stream is at /v1/stream\n")
         if self.draining or not self.ready:
@@ -458,6 +470,9 @@ class Daemon:
         scheme = "wss" if ssl_context else "ws"
         log.warning("streamer ready on %s://%s:%d/v1/stream (model %s)", scheme, self.options.host, self.port,
                     self.model_name)
+        if self.options.web_dir is not None:
+            log.warning("caption page: http://%s:%d/ (add ?token=... when the server has a token)",
+                        self.options.host, self.port)
 
     async def _watch_loop_lag(self, period: float = 0.1) -> None:
         """Measures how late the event loop wakes a timer (inference must never block it)."""

@@ -50,6 +50,9 @@ class Final(_Hypothesis):
     closes: bool = False  # the last final of an utterance
     type = "final"
 
+    def to_dict(self, word_timestamps: bool = True) -> dict[str, object]:
+        return {**_hypothesis_dict(self.type, self.words, word_timestamps), "closes": self.closes}
+
 
 def _hypothesis_dict(kind: str, words: tuple[Word, ...], word_timestamps: bool) -> dict[str, object]:
     out: dict[str, object] = {

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import TextIO
+from collections.abc import Iterable, Mapping
+from typing import Any, TextIO
 
 from streamer.streaming.events import Event, Final, Partial
 
@@ -18,9 +19,9 @@ def _join(text: str, more: str) -> str:
 
 
 class EventWriter:
-    """Writes events to ``out``: ``jsonl`` (every event, one JSON object per line, flushed), ``text``
-    on a terminal (the utterance's finals, then its partial tail dimmed, rewritten in place), or
-    ``text`` elsewhere (each utterance's final text as one line when it ends)."""
+    """Writes events (or their protocol messages) to ``out``: ``jsonl`` (every event, one JSON object
+    per line, flushed), ``text`` on a terminal (the utterance's finals, then its partial tail dimmed,
+    rewritten in place), or ``text`` elsewhere (each utterance's final text as one line when it ends)."""
 
     def __init__(self, out: TextIO, fmt: str = "text", live: bool | None = None, word_timestamps: bool = True):
         self.out = out
@@ -32,22 +33,27 @@ class EventWriter:
         self._lock = threading.Lock()
 
     def __call__(self, events: list[Event]) -> None:
+        self.write([
+            e.to_dict(self.word_timestamps) if isinstance(e, Partial | Final) else e.to_dict() for e in events
+        ])
+
+    def write(self, messages: Iterable[Mapping[str, Any]]) -> None:
+        """Protocol messages (docs/protocol.md), as a client receives them."""
         with self._lock:
-            for event in events:
-                self._write(event)
+            for message in messages:
+                self._write(message)
             self.out.flush()
 
-    def _write(self, event: Event) -> None:
+    def _write(self, message: Mapping[str, Any]) -> None:
         if self.fmt == "jsonl":
-            data = event.to_dict(self.word_timestamps) if isinstance(event, Partial | Final) else event.to_dict()
-            self.out.write(json.dumps(data, ensure_ascii=False) + "\n")
-        elif isinstance(event, Final):
-            self._line = _join(self._line, event.text)
+            self.out.write(json.dumps(message, ensure_ascii=False) + "\n")
+        elif message["type"] == "final":
+            self._line = _join(self._line, message["text"])
             self._render()
-            if event.closes:
+            if message.get("closes"):
                 self.end_line()
-        elif isinstance(event, Partial):
-            self._partial = event.text
+        elif message["type"] == "partial":
+            self._partial = message["text"]
             self._render()
 
     def _render(self) -> None:
