@@ -13,7 +13,9 @@ def timed(text: str, gap_after: dict[int, float] | None = None) -> list[tuple[st
 
 def test_cues_break_after_sentences_but_not_after_titles() -> None:
     cues = word_cues(timed("And Mr. John Dashwood had then leisure. He was not an ill disposed young man."))
-    assert [c.text for c in cues] == ["And Mr. John Dashwood had then leisure.", "He was not an ill disposed young man."]
+    assert [c.text for c in cues] == [
+        "And Mr. John Dashwood had then leisure.", "He was not an ill disposed young man.",
+    ]
 
 
 def test_cues_break_at_pauses_and_length() -> None:
