@@ -88,8 +88,8 @@ class _SessionLimit(Exception):
 
 class ClientSession:
     """One transcription session. It outlives its connection: a client that drops without ``end`` can
-    resume it (``{"type":"start","resume":ID,"from":N}``) within ``resume_grace`` seconds and gets every
-    final it missed, while the audio it had sent is decoded in the meantime."""
+    resume it (``{"type":"start","resume":ID,"from":N}``) within ``resume_grace`` seconds, gets every
+    final it missed and goes on as if the connection had never dropped."""
 
     def __init__(self, daemon: Daemon, session_id: str, start: Start):
         self.daemon = daemon
@@ -219,11 +219,12 @@ class ClientSession:
                 self.sender.cancel()
 
     def _detach(self) -> None:
-        """The connection dropped without ``end``: decode what was received, keep the finals."""
+        """The connection dropped without ``end``: keep the session as it is (the audio of a resume carries
+        on where this stopped, mid-sentence or not); its finals wait for the client. On expiry, the
+        received audio is decoded to the end."""
         log.info("session %s: the client went away; resumable for %g s", self.id, self.daemon.options.resume_grace)
         self.conn = None
         self.outbox = None
-        self.stream.finalize()
         self.daemon.park(self)
         self._expiry = self.loop.call_later(self.daemon.options.resume_grace, self.expire)
         self._parked.set()

@@ -193,6 +193,16 @@ class StreamSession:
                 return
         self._window_start = start
 
+    def _drop_carry(self) -> None:
+        """The utterance's window starts at its own speech again, without the carried words."""
+        del self._committed[: self._carried]
+        self._carried = 0
+        self._attempts.clear()
+        self._previous.clear()
+        start = self._segments[0][0]
+        assert start is not None
+        self._window_start = start
+
     def _trim(self) -> None:
         if self._window_start is not None:
             keep = self._window_start
@@ -271,14 +281,17 @@ class StreamSession:
             or result.compression_ratio > config.compression_ratio_threshold
             or result.avg_logprob < config.logprob_threshold
         )
+        if loop_at is not None:
+            self._context.clear()  # a loop is often primed by the prompt
+            if self._carried:  # or by the words carried from the utterance before: decode without them
+                self._drop_carry()
+                return []
         if job.final:
             self._attempts.append((result, loop_at))
             if doubtful and not silent and len(self._attempts) <= len(config.fallback_temperatures):
                 return []  # decode again, hotter (next_job)
             result, loop_at = self._best_attempt()
             self._attempts.clear()
-        if loop_at is not None:
-            self._context.clear()  # a loop is often primed by the prompt
         if not job.final and doubtful and loop_at is None and not silent:
             return []  # an unreliable decode mid-utterance: keep what we have, wait for the next one
         words = [] if silent else self._new_words(job, result, loop_at)

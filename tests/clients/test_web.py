@@ -111,9 +111,9 @@ async def test_the_page_captions_its_microphone_and_the_overlay_renders(engine, 
     try:
         base = f"http://127.0.0.1:{d.port}/?token=pagetoken"
         async with chromium(tmp_path, base + "&autostart=1", wav) as page:
-            await page.wait_for("document.getElementById('state').dataset.state === 'live'", 30)
+            await page.wait_for("document.getElementById('state').dataset.state === 'live'", 60)
             text = await page.wait_for(
-                "(t => /dashwood/i.test(t) && t)(document.getElementById('finals').textContent)", 60
+                "(t => /dashwood/i.test(t) && t)(document.getElementById('finals').textContent)", 120
             )
             assert "mister john dashwood" in normalize(text)
             assert await page.eval("getComputedStyle(document.getElementById('finals')).color") == "rgb(0, 0, 0)"
@@ -121,7 +121,7 @@ async def test_the_page_captions_its_microphone_and_the_overlay_renders(engine, 
             await page.call("Emulation.setDefaultBackgroundColorOverride", color={"r": 0, "g": 0, "b": 0, "a": 0})
             await page.call("Page.navigate", url=base + "&overlay=1")
             text = await page.wait_for(
-                "(t => /dashwood/i.test(t) && t)(document.getElementById('finals').textContent)", 60
+                "(t => /dashwood/i.test(t) && t)(document.getElementById('finals').textContent)", 120
             )
             assert await page.eval("getComputedStyle(document.getElementById('bar')).display") == "none"
             shot = base64.b64decode((await page.call("Page.captureScreenshot", format="png"))["data"])

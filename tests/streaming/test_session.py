@@ -162,3 +162,20 @@ def test_an_utterance_close_after_another_is_decoded_with_its_last_words_before_
 def test_an_utterance_long_after_another_starts_cold(engine):
     session, job = first_job_of_second_utterance(engine, gap=3.0)
     assert job.prefix == () and job.start == session._segments[0][0]
+
+
+def test_a_loop_after_carried_words_drops_them_and_decodes_the_utterance_alone(engine):
+    """tiny.en sometimes repeats the carried words instead of hearing the new sentence (seen in the
+    soak: the sentence after "7 of hearts" came out as "7 of hearts 7 of hearts"): that decode is
+    thrown away and the utterance is decoded from its own speech, without the carry and the prompt."""
+    session, job = first_job_of_second_utterance(engine, gap=1.0)
+    speech_start = session._segments[0][0]
+    assert job.prefix
+    result = run_windows(engine, [job])[0]
+    looped = result.__class__(**{**result.__dict__, "tokens": list(job.prefix[-4:]) * 4})
+    session._context.extend([1, 2, 3])
+    assert session.complete(job, looped) == []
+    assert list(session._context) == []
+    session.feed(np.zeros(8000, np.float32))  # more audio: the next decode is due
+    retry = session.next_job()
+    assert retry is not None and retry.prefix == () and retry.start == speech_start and retry.prompt == ()
