@@ -137,8 +137,45 @@ def main() -> None:
         expected = expected_words(refs, (n * stride) % len(audio) / SAMPLE_RATE, args.minutes * 60,
                                   len(audio) / SAMPLE_RATE)
         got = normalize_words(" ".join(texts))
+        lost = lost_runs(expected, got)
         print(f"client {n}: {len(got)} words committed, {len(expected)} in the reference of the audio sent; "
-              f"WER {100 * word_errors(expected, got) / max(1, len(expected)):.1f}%")
+              f"WER {100 * word_errors(expected, got) / max(1, len(expected)):.1f}%; lost: "
+              f"{sum(len(r.split()) for r in lost)} words in {len(lost)} run(s) of 3+")
+        for run_ in lost:
+            print(f"    lost: {run_}")
+
+
+def lost_runs(expected: list[str], got: list[str], min_run: int = 3) -> list[str]:
+    """Runs of ``min_run`` or more consecutive reference words that a word-level Levenshtein alignment
+    deletes (a phrase or sentence dropped, as opposed to a word misheard)."""
+    n, m = len(expected), len(got)
+    cost = np.zeros((n + 1, m + 1), dtype=np.int32)
+    cost[:, 0] = np.arange(n + 1)
+    cost[0, :] = np.arange(m + 1)
+    for i in range(1, n + 1):
+        row, above, word = cost[i], cost[i - 1], expected[i - 1]
+        same = np.fromiter((h == word for h in got), dtype=bool, count=m)
+        diagonal = above[:-1] + ~same
+        for j in range(1, m + 1):
+            row[j] = min(above[j] + 1, row[j - 1] + 1, diagonal[j - 1])
+    runs: list[str] = []
+    run: list[str] = []
+    i, j = n, m
+    while i > 0 or j > 0:
+        if i > 0 and j > 0 and cost[i, j] == cost[i - 1, j - 1] + (expected[i - 1] != got[j - 1]):
+            i, j = i - 1, j - 1
+        elif i > 0 and cost[i, j] == cost[i - 1, j] + 1:
+            run.append(expected[i - 1])  # deleted: no final has it
+            i -= 1
+            continue
+        else:
+            j -= 1
+        if len(run) >= min_run:
+            runs.append(" ".join(reversed(run)))
+        run = []
+    if len(run) >= min_run:
+        runs.append(" ".join(reversed(run)))
+    return runs[::-1]
 
 
 def expected_words(refs: list[RefWord], offset: float, seconds: float, loop: float) -> list[str]:

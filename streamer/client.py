@@ -75,7 +75,7 @@ class SpeechEnd:
 
 
 @dataclass(frozen=True)
-class Partial:
+class _Hypothesis:
     text: str
     start: float | None
     end: float | None
@@ -84,14 +84,16 @@ class Partial:
 
 
 @dataclass(frozen=True)
-class Final:
-    text: str
-    start: float | None
-    end: float | None
-    words: tuple[TimedWord, ...]
-    index: int  # over the whole client (it carries on across a new session)
-    closes: bool
-    message: dict[str, Any] = field(repr=False)
+class Partial(_Hypothesis):
+    """The uncommitted tail; replaces the previous one."""
+
+
+@dataclass(frozen=True)
+class Final(_Hypothesis):
+    """Committed text. ``index`` counts over the whole client (it carries on across a new session)."""
+
+    index: int = 0
+    closes: bool = False
 
 
 @dataclass(frozen=True)
@@ -267,8 +269,8 @@ class StreamClient:
             self._next_index = index + 1
             self._finals += 1
             shifted["index"] = self._finals - 1
-            return Final(str(message["text"]), shifted.get("start"), shifted.get("end"), _words(shifted),
-                         self._finals - 1, bool(message.get("closes")), shifted)
+            return Final(str(message["text"]), shifted.get("start"), shifted.get("end"), _words(shifted), shifted,
+                         self._finals - 1, bool(message.get("closes")))
         if kind == "partial":
             return Partial(str(message["text"]), shifted.get("start"), shifted.get("end"), _words(shifted), shifted)
         if kind == "speech_start":

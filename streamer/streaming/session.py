@@ -51,6 +51,10 @@ class StreamConfig:
     # in context instead of cold.
     carry_seconds: float = 1.0
     carry_gap: float = 2.0
+    # With carried words, a decode that gives fewer words than this per second of the utterance's own
+    # voiced audio (once 2 s are heard) is taken to be misled by them (tiny.en then repeats the carried
+    # words and drops a sentence): the utterance is decoded again without them.
+    carry_min_words_per_second: float = 0.6
     vad_aggressiveness: int = 2
     pre_roll_ms: int = 250
     hangover_ms: int = 500
@@ -193,6 +197,13 @@ class StreamSession:
                 return
         self._window_start = start
 
+    def _misled_by_carry(self, job: WindowJob, words: list[Word]) -> bool:
+        own_start = self._segments[0][0]
+        assert own_start is not None
+        voiced = self.vad.voiced_seconds(own_start, job.end)
+        heard = len(self._committed) - self._carried + len(words)
+        return voiced >= 2.0 and heard < self.config.carry_min_words_per_second * voiced
+
     def _drop_carry(self) -> None:
         """The utterance's window starts at its own speech again, without the carried words."""
         del self._committed[: self._carried]
@@ -295,6 +306,9 @@ class StreamSession:
         if not job.final and doubtful and loop_at is None and not silent:
             return []  # an unreliable decode mid-utterance: keep what we have, wait for the next one
         words = [] if silent else self._new_words(job, result, loop_at)
+        if self._carried and not silent and self._misled_by_carry(job, words):
+            self._drop_carry()
+            return []
         if words and max(w.probability for w in words) < config.min_word_probability:
             words = []
         if job.final:

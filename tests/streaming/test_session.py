@@ -179,3 +179,25 @@ def test_a_loop_after_carried_words_drops_them_and_decodes_the_utterance_alone(e
     session.feed(np.zeros(8000, np.float32))  # more audio: the next decode is due
     retry = session.next_job()
     assert retry is not None and retry.prefix == () and retry.start == speech_start and retry.prompt == ()
+
+
+def test_a_decode_that_hears_too_few_words_after_carried_ones_is_done_again_without_them(engine):
+    """The soak's other lost sentence: after "7 of hearts" carried, 7 s of speech came out as "7 of the
+    dead". Fewer than 0.6 words per voiced second (once 2 s are heard) drops the carry and decodes again."""
+    session, job = first_job_of_second_utterance(engine, gap=1.0)
+    speech_start = session._segments[0][0]
+    audio = joined(SENSE[:2], gap=1.0)
+    position = session.ring.end
+    while session.vad.voiced_seconds(speech_start, job.end) < 2.5:
+        session.abandon(job)
+        session.feed(audio[position : position + 4800])
+        position += 4800
+        job = session.next_job()
+        assert job is not None
+    assert job.prefix
+    result = run_windows(engine, [job])[0]
+    hardly = result.__class__(**{**result.__dict__, "tokens": [], "text": "", "words": None})
+    assert session.complete(job, hardly) == []
+    session.feed(audio[position : position + 8000])
+    retry = session.next_job()
+    assert retry is not None and retry.prefix == () and retry.start == speech_start
