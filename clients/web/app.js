@@ -125,22 +125,34 @@
     if (running) return;
     running = true;
     button.textContent = "Stop";
+    let context = null;
     try {
-      const stream = await navigator.mediaDevices.getUserMedia({
-        audio: { channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false },
-      });
-      const context = new AudioContext();
+      // The graph is built before the microphone opens: audio the track delivers before its
+      // source node is connected is lost, so the gap between the two is kept to nothing.
+      context = new AudioContext();
       await context.audioWorklet.addModule("worklet.js");
-      const source = context.createMediaStreamSource(stream);
       const node = new AudioWorkletNode(context, "pcm16-downsampler", {
         processorOptions: { targetRate: 16000, frameMs: 50 },
       });
-      node.port.onmessage = (event) => sendAudio(event.data);
-      source.connect(node);
+      // An audio output can take seconds to start pulling the graph (PulseAudio switching rates);
+      // the microphone opens once the worklet runs, so its first words are not dropped meanwhile.
+      const pulled = new Promise((resolve) => {
+        node.port.onmessage = (event) => {
+          if (typeof event.data === "string") resolve();
+          else sendAudio(event.data);
+        };
+        setTimeout(resolve, 5000);
+      });
       node.connect(context.destination); // pulled by the graph (its output is silence)
-      audio = { stream, context, node };
       if (context.state !== "running") await context.resume();
+      await pulled;
+      const stream = await navigator.mediaDevices.getUserMedia({
+        audio: { channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false },
+      });
+      context.createMediaStreamSource(stream).connect(node);
+      audio = { stream, context, node };
     } catch (error) {
+      if (context) context.close();
       running = false;
       button.textContent = "Start";
       setState("error", `microphone: ${error.message || error}`);
@@ -173,7 +185,7 @@
   button.addEventListener("click", () => (running ? stop() : start()));
   window.streamerCaptions = {
     start, stop, state: () => stateEl.dataset.state, frames: () => framesRecorded,
-    audioState: () => (audio ? audio.context.state : "none"),
+    audioState: () => (audio ? `${audio.context.state} at ${audio.context.sampleRate} Hz` : "none"),
   };
   if (autostart) start();
 })();

@@ -13,9 +13,14 @@ class Pcm16Downsampler extends AudioWorkletProcessor {
     this.acc = 0; // sum of the inputs of the output sample being built
     this.count = 0; // how many inputs are in acc
     this.pos = 0; // position inside the current output sample's span
+    this.started = false;
   }
 
   process(inputs) {
+    if (!this.started) {
+      this.started = true;
+      this.port.postMessage("running"); // the graph is being pulled: the page opens the microphone now
+    }
     const input = inputs[0];
     if (!input || input.length === 0) return true;
     const channels = input.length;

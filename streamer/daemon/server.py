@@ -249,7 +249,7 @@ class ClientSession:
             self._expiry = None
         if self.daemon.detached.pop(self.id, None) is not None:
             log.info("session %s: not resumed; closed", self.id)
-        self.stream.end()
+        self.stream.cancel()  # its finals would reach nobody
 
     async def _send_quietly(self, text: str) -> None:
         assert self.conn is not None

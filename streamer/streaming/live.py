@@ -15,7 +15,7 @@ import numpy as np
 
 from streamer.decoding.decode import DecodingResult
 from streamer.streaming.events import Event
-from streamer.streaming.scheduler import Overloaded, Scheduler
+from streamer.streaming.scheduler import Overloaded, Scheduler, SchedulerClosed
 from streamer.streaming.session import StreamConfig, StreamSession, WindowJob
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ class LiveStream:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._ended = False
+        self._cancelled = False
         self.failed: BaseException | None = None
 
     def _emit(self, events: list[Event]) -> None:
@@ -44,7 +45,7 @@ class LiveStream:
 
     def _pump(self) -> None:
         """Submit the session's next job if one is due (lock held)."""
-        if self.failed is not None:
+        if self.failed is not None or self._cancelled:
             return
         job = self.session.next_job()
         if job is None:
@@ -56,9 +57,15 @@ class LiveStream:
         except Overloaded:
             self.session.abandon(job)  # tried again with the next audio
             log.warning("inference queue full; a decode of this stream is put off")
+        except SchedulerClosed as e:
+            self.failed = e
+            self._idle.notify_all()
+            log.warning("the scheduler closed before this stream's last audio was decoded")
 
     def _done(self, job: WindowJob, outcome: DecodingResult | BaseException) -> None:
         with self._lock:
+            if self._cancelled:
+                return
             if isinstance(outcome, BaseException):
                 self.failed = outcome
                 self._idle.notify_all()
@@ -96,7 +103,17 @@ class LiveStream:
             self._emit(self.session.flush())
             self._pump()
 
+    def cancel(self) -> None:
+        """Nobody will read this stream's results: its audio is dropped, a decode in flight discarded
+        and nothing more is submitted. Idempotent."""
+        with self._lock:
+            self._ended = True
+            self._cancelled = True
+            self._idle.notify_all()
+
     def wait(self, timeout: float | None = None) -> bool:
         """Block until nothing is left to decode (after ``end`` or ``finalize``); False on timeout."""
         with self._lock:
-            return self._idle.wait_for(lambda: not self.session.busy or self.failed is not None, timeout)
+            return self._idle.wait_for(
+                lambda: not self.session.busy or self.failed is not None or self._cancelled, timeout
+            )

@@ -37,6 +37,10 @@ class Overloaded(Exception):
     """The inference queue is full."""
 
 
+class SchedulerClosed(RuntimeError):
+    """A job was submitted after ``close``."""
+
+
 @dataclass
 class SchedulerStats:
     batches: int = 0
@@ -71,7 +75,7 @@ class Scheduler:
     def submit(self, job: WindowJob, callback: Callback) -> None:
         with self._cond:
             if self._stopping:
-                raise RuntimeError("the scheduler is closed")
+                raise SchedulerClosed("the scheduler is closed")
             if len(self._queue) >= self.max_queue:
                 raise Overloaded(f"{len(self._queue)} inference jobs are waiting")
             self._queue.append((job, callback))

@@ -65,7 +65,10 @@ class Page:
             if value:
                 return value
             await asyncio.sleep(0.25)
-        raise AssertionError(f"timed out waiting for {expression}")
+        seen = await self.eval(
+            "JSON.stringify(['state', 'note', 'finals', 'partial'].map(id => document.getElementById(id).textContent))"
+        )
+        raise AssertionError(f"timed out waiting for {expression}; the page shows {seen}")
 
 
 @contextlib.asynccontextmanager
@@ -106,8 +109,11 @@ async def test_the_page_captions_its_microphone_and_the_overlay_renders(engine, 
     d = Daemon(engine, "tiny.en", ServeOptions(port=0, token="pagetoken", web_dir=default_web_dir()))
     await d.start()
     wav = tmp_path / "speech.wav"
-    write_wav(wav, np.concatenate([load_audio(FIXTURES / "sense_and_sensibility_01_austen_64kb-0870.wav"),
-                                   np.zeros(3 * SAMPLE_RATE, np.float32)]))
+    # Chromium's fake microphone starts its file before the page's audio graph runs (up to 2 s early
+    # here when PulseAudio is the output), so the speech starts 4 s in, as a speaker would after a click.
+    lead, tail = np.zeros(4 * SAMPLE_RATE, np.float32), np.zeros(3 * SAMPLE_RATE, np.float32)
+    write_wav(wav, np.concatenate([lead, load_audio(FIXTURES / "sense_and_sensibility_01_austen_64kb-0870.wav"),
+                                   tail]))
     try:
         base = f"http://127.0.0.1:{d.port}/?token=pagetoken"
         async with chromium(tmp_path, base + "&autostart=1", wav) as page:

@@ -80,6 +80,34 @@ def test_concurrent_streams_each_get_their_own_text(engine):
     assert scheduler.stats.jobs > scheduler.stats.batches  # windows of different streams were batched
 
 
+def test_a_cancelled_stream_discards_its_decode_in_flight_and_submits_nothing_more(engine, caplog):
+    scheduler = Scheduler(engine)
+    got: list[Event] = []
+    stream = LiveStream(scheduler, got.extend)
+    audio = load_audio(CLIP)
+    for start in range(0, len(audio), 1600):
+        stream.feed(audio[start : start + 1600])
+    stream.cancel()
+    assert stream.wait(timeout=1)
+    scheduler.close()  # the job in flight finishes; its result is dropped, and no error is logged
+    assert scheduler.stats.jobs <= 1
+    assert not [e for e in got if e.type == "final"]
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+def test_a_stream_whose_next_decode_meets_a_closed_scheduler_fails_cleanly(engine, caplog):
+    scheduler = Scheduler(engine)
+    stream = LiveStream(scheduler, lambda events: None)
+    audio = load_audio(CLIP)
+    for start in range(0, len(audio), 1600):
+        stream.feed(audio[start : start + 1600])
+    stream.end()
+    scheduler.close()  # before the stream is done: its follow-up decode cannot be submitted
+    assert stream.wait(timeout=5)
+    assert stream.failed is not None and "closed" in str(stream.failed)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
 def streamer(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
         [sys.executable, "-m", "streamer", "transcribe", *args], input=stdin, capture_output=True, timeout=300,
