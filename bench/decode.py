@@ -1,11 +1,14 @@
 """Decoding benchmark: offline wall time and real-time factor, per-token decode latency by batch size.
 
     python bench/decode.py [--clip FILE] [--repeat N] [--batches 1,8,32]
+    python bench/decode.py --device cuda [--models tiny.en,base] [--batches 1,8,32]
 
 Prints, for the bundled tiny.en on a fixture clip: offline transcription wall time and real-time factor
 (float32 and int8), per-token decode step latency and tokens/s for each batch size, and, when
 faster-whisper is installed (``pip install 'streamer[bench]'``), the same clip through faster-whisper
-int8 on the same weights in the same run, with the ratio. CUDA figures (eager vs graphs) need a GPU.
+int8 on the same weights in the same run, with the ratio. Decode steps run eagerly ("eager": attending to
+the positions used so far) and as the fixed-shape step of a batch bucket ("static"); with ``--device cuda``
+also as that step's CUDA graph ("graph"), for each model, in float16.
 """
 
 from __future__ import annotations
@@ -13,11 +16,14 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from streamer.audio import load_audio
+from streamer.decoding.step import StepBuffers, forward, pick
 from streamer.decoding.transcribe import transcribe
 from streamer.engine import Engine
 from streamer.mel import log_mel_spectrogram
@@ -27,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CLIP = ROOT / "tests" / "fixtures" / "sense_and_sensibility_01_austen_64kb-0870.wav"
 
 
-def best_of(repeat: int, fn) -> float:  # type: ignore[no-untyped-def]
+def best_of(repeat: int, fn: Callable[[], object]) -> float:
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -36,34 +42,51 @@ def best_of(repeat: int, fn) -> float:  # type: ignore[no-untyped-def]
     return min(times)
 
 
-def offline(compute_type: str, audio, repeat: int) -> tuple[float, str]:  # type: ignore[no-untyped-def]
+def offline(compute_type: str, audio: np.ndarray, repeat: int) -> tuple[float, str]:
     engine = Engine(load_model("tiny.en"), max_batch=1, compute_type=compute_type)
     text = transcribe(engine.model, engine.tokenizer, audio).text  # warm-up
     return best_of(repeat, lambda: transcribe(engine.model, engine.tokenizer, audio)), text
 
 
-def step_latency(compute_type: str, batch: int, steps: int = 32) -> float:
-    """Seconds per one-token decode step for ``batch`` rows over a 30 s encoder output."""
-    engine = Engine(load_model("tiny.en"), max_batch=batch, compute_type=compute_type)
+def step_latency(model_name: str, compute_type: str, batch: int, mode: str, device: torch.device,
+                 steps: int = 32) -> float:
+    """Seconds per one-token decode step (rules, pick, decoder) for ``batch`` rows over a 30 s encoder
+    output. mode: "eager" (attends to the positions used so far), "static" (the fixed-shape step run
+    eagerly) or "graph" (that step replayed as a CUDA graph)."""
+    engine = Engine(load_model(model_name, device=device), max_batch=batch, compute_type=compute_type, step=mode)
     model = engine.model
+    dims = model.dims
     with torch.inference_mode():
-        features = engine.encode(torch.zeros(1, model.dims.n_mels, 3000)).expand(batch, -1, -1)
-        cache = model.decoder.new_cache(batch)
-        model.decoder.set_audio(features, cache)
-        tokens = torch.full((batch, 1), 50257)
-        model.decoder(tokens, torch.zeros(batch, 1, dtype=torch.long), cache, kv_len=1)
-        t0 = time.perf_counter()
-        for i in range(1, steps + 1):
-            logits = model.decoder(tokens, torch.full((batch, 1), i), cache, kv_len=i + 1)[:, 0]
-            logits = engine.rules.apply(logits, _state(batch))
-            tokens = logits.argmax(dim=-1, keepdim=True)
-        return (time.perf_counter() - t0) / steps
+        features = engine.encode(torch.zeros(1, dims.n_mels, 3000)).expand(batch, -1, -1)
+        model.decoder.set_audio(features, engine.cache)
+        rows = torch.zeros(batch, dtype=torch.long, device=device)
+        prompt = torch.full((batch, dims.n_text_ctx + 1), engine.tokenizer.sot, device=device)
+        runner = engine.graphs.get(batch, dims.n_audio_ctx) if engine.graphs is not None else None
+        if runner is not None:
+            buffers = runner.buffers
+        else:
+            buffers = StepBuffers.new(batch, dims.n_vocab, dims.n_text_ctx, device)
+
+        def run() -> float:
+            buffers.load(torch.zeros(batch, dims.n_vocab, device=device), prompt, rows + 1, rows.float(),
+                         rows + dims.n_text_ctx, rows == 0)
+            sync(device)
+            t0 = time.perf_counter()
+            for i in range(steps):
+                if runner is not None:
+                    runner.replay()
+                else:
+                    forward(model, engine.cache, buffers, pick(engine.rules, buffers, dims.n_text_ctx), kv_len=i + 2)
+            sync(device)
+            return (time.perf_counter() - t0) / steps
+
+        run()  # warm-up (and the capture, for graphs)
+        return statistics.median(run() for _ in range(3))
 
 
-def _state(batch: int):  # type: ignore[no-untyped-def]
-    from streamer.decoding.rules import RuleState
-
-    return RuleState.new([True] * batch, torch.device("cpu"))
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def faster_whisper_offline(clip: Path, repeat: int) -> tuple[float, str] | None:
@@ -86,7 +109,16 @@ def main() -> None:
     parser.add_argument("--clip", type=Path, default=DEFAULT_CLIP)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--batches", default="1,8,32")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="cuda: decode-step figures (eager, static, graph) only, float16")
+    parser.add_argument("--models", default="tiny.en", help="with --device cuda: comma-separated models (tiny.en,base)")
     args = parser.parse_args()
+    batches = [int(b) for b in args.batches.split(",")]
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: CUDA is not available here")
+    if args.device == "cuda":
+        gpu_steps(args.models.split(","), batches)
+        return
     audio = load_audio(args.clip)
     duration = len(audio) / 16000
     print(f"clip: {args.clip.name} ({duration:.2f} s), torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -107,14 +139,21 @@ def main() -> None:
             print(f"ratio streamer {compute_type} / faster-whisper int8: {ours_wall / wall:.2f}x")
 
     for compute_type in ("float32", "int8"):
-        for batch in (int(b) for b in args.batches.split(",")):
-            per_step = statistics.median(step_latency(compute_type, batch) for _ in range(3))
-            print(
-                f"decode step {compute_type:8s} batch {batch:3d}: {per_step * 1000:7.2f} ms/step, "
-                f"{batch / per_step:8.1f} tokens/s (eager, static cache, CPU)"
-            )
-    if not torch.cuda.is_available():
-        print("CUDA: not available here - no eager vs CUDA-graph figures")
+        for batch in batches:
+            for mode in ("eager", "static"):
+                per_step = step_latency("tiny.en", compute_type, batch, mode, torch.device("cpu"))
+                print(f"decode step tiny.en {compute_type:8s} {mode:6s} batch {batch:3d}: "
+                      f"{per_step * 1000:7.2f} ms/step, {batch / per_step:8.1f} tokens/s (CPU)")
+
+
+def gpu_steps(models: list[str], batches: list[int]) -> None:
+    cuda = torch.device("cuda")
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, float16")
+    for model_name in models:
+        for batch in batches:
+            t = {mode: step_latency(model_name, "float16", batch, mode, cuda) for mode in ("eager", "static", "graph")}
+            line = ", ".join(f"{mode} {v * 1000:6.3f} ms ({batch / v:8.0f} tokens/s)" for mode, v in t.items())
+            print(f"decode step {model_name} batch {batch:3d}: {line}; graph vs eager {t['eager'] / t['graph']:.1f}x")
 
 
 if __name__ == "__main__":

@@ -152,13 +152,17 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=1)
     parser.add_argument("--interval", type=float, default=StreamConfig.interval)
     parser.add_argument("--compute-type", default="int8")
+    parser.add_argument("--carry-seconds", type=float, default=StreamConfig.carry_seconds,
+                        help="words carried into the next utterance's window (0: none)")
     parser.add_argument("--encoder-seconds", type=float, default=StreamConfig.encoder_seconds,
                         help="encode short windows padded to this many seconds instead of 30 (audio_ctx)")
     args = parser.parse_args()
     engine = Engine(load_model("tiny.en"), max_batch=max(8, args.streams), compute_type=args.compute_type)
     audio, refs = reference_words(engine, args.gap)
     offline = transcribe(engine.model, engine.tokenizer, audio, TranscribeOptions()).text
-    config = StreamConfig(interval=args.interval, encoder_seconds=args.encoder_seconds)
+    config = StreamConfig(
+        interval=args.interval, encoder_seconds=args.encoder_seconds, carry_seconds=args.carry_seconds
+    )
     recorders, stats = live(engine, audio, refs, config, args.speed, args.streams)
     human = truth()
     offline_words = normalize_words(offline)

@@ -18,6 +18,8 @@ from streamer import __version__
 from streamer.errors import StreamerError
 
 if TYPE_CHECKING:
+    from streamer.engine import Engine
+    from streamer.model.loading import LoadedModel
     from streamer.streaming.events import Event
 
 log = logging.getLogger(__name__)
@@ -92,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="weights precision (default: float32 on CPU, float16 on CUDA; int8 is CPU-only)",
     )
     t.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for inference")
+    t.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
+                   help="on CUDA, run the streaming decode step eagerly instead of as CUDA graphs")
     t.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=None,
         help="progress bar on stderr for audio over a minute (default: when stderr is a terminal)",
@@ -109,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--compute-type", choices=("float32", "int8", "float16", "bfloat16"), default=None,
                    help="weights precision (default: int8 on CPU, float16 on CUDA)")
     v.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for inference")
+    v.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
+                   help="on CUDA, run the streaming decode step eagerly instead of as CUDA graphs")
     v.add_argument(
         "--busy-encoder-seconds", type=_non_negative_float, default=20.0,
         help="under load, encode windows of ongoing speech padded to this many seconds instead of 30 "
@@ -176,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--compute-type", choices=("float32", "int8", "float16", "bfloat16"), default=None,
                    help="weights precision (default: int8 on CPU, float16 on CUDA)")
     m.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for inference")
+    m.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
+                   help="on CUDA, run the streaming decode step eagerly instead of as CUDA graphs")
     return parser
 
 
@@ -201,6 +209,14 @@ class ProgressBar:
         if frac >= 1.0:
             self.stream.write("\n")
         self.stream.flush()
+
+
+def _engine(args: argparse.Namespace, loaded: LoadedModel, device: torch.device) -> Engine:
+    """The streaming engine: int8 on the CPU, float16 and CUDA graphs on a GPU unless told otherwise."""
+    from streamer.engine import Engine
+
+    compute_type = args.compute_type or ("float16" if device.type == "cuda" else "int8")
+    return Engine(loaded, compute_type=compute_type, step="auto" if args.cuda_graphs else "eager")
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
@@ -254,7 +270,6 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
 def _stream(args: argparse.Namespace, language: str | None, device: torch.device) -> int:
     from streamer.audio import load_audio
-    from streamer.engine import Engine
     from streamer.model.loading import load_model
     from streamer.streaming.output import EventWriter
     from streamer.streaming.replay import replay
@@ -270,7 +285,7 @@ def _stream(args: argparse.Namespace, language: str | None, device: torch.device
     if args.task == "translate" or args.beam_size:
         raise StreamerError("--stream decodes greedily and transcribes (no --beam-size, no --task translate)")
     loaded = load_model(args.model, device=device)
-    engine = Engine(loaded, compute_type=args.compute_type or ("float16" if device.type == "cuda" else "int8"))
+    engine = _engine(args, loaded, device)
     if not loaded.tokenizer.is_multilingual and language not in (None, "en"):
         raise StreamerError(f"--language {args.language}: model {loaded.name} is English-only")
     config = StreamConfig(language=language if loaded.tokenizer.is_multilingual else "en", partials=args.partials)
@@ -291,7 +306,6 @@ def _stream(args: argparse.Namespace, language: str | None, device: torch.device
 def cmd_serve(args: argparse.Namespace) -> int:
     from streamer.daemon.server import Daemon, ServeOptions
     from streamer.daemon.web import check_web_dir, default_web_dir
-    from streamer.engine import Engine
     from streamer.model.loading import load_model
 
     if bool(args.tls_cert) != bool(args.tls_key):
@@ -302,7 +316,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     loaded = load_model(args.model, device=device)
-    engine = Engine(loaded, compute_type=args.compute_type or ("float16" if device.type == "cuda" else "int8"))
+    engine = _engine(args, loaded, device)
     options = ServeOptions(
         host=args.host, port=args.port, token=args.token or os.environ.get("STREAMER_TOKEN") or None,
         max_sessions=args.max_sessions, origins=args.origins, tls_cert=args.tls_cert, tls_key=args.tls_key,
@@ -360,7 +374,6 @@ def _install_signals(loop: asyncio.AbstractEventLoop, first: Callable[[], None])
 def cmd_mic(args: argparse.Namespace) -> int:
     from streamer.daemon.captions import CaptionHub
     from streamer.daemon.server import Daemon, ServeOptions
-    from streamer.engine import Engine
     from streamer.mic import Microphone, caption_microphone, list_devices
     from streamer.model.loading import load_model
     from streamer.streaming.inference import warm_up
@@ -380,7 +393,7 @@ def cmd_mic(args: argparse.Namespace) -> int:
     loaded = load_model(args.model, device=device)
     if not loaded.tokenizer.is_multilingual and language not in (None, "en"):
         raise StreamerError(f"--language {args.language}: model {loaded.name} is English-only")
-    engine = Engine(loaded, compute_type=args.compute_type or ("float16" if device.type == "cuda" else "int8"))
+    engine = _engine(args, loaded, device)
     config = StreamConfig(language=language if loaded.tokenizer.is_multilingual else "en", partials=args.partials)
     writer = EventWriter(sys.stdout, args.format)
 

@@ -20,6 +20,7 @@ from streamer.decoding.decode import DecodingOptions as _Defaults
 from streamer.decoding.decode import DecodingResult, compression_ratio, initial_tokens, suppress_list
 from streamer.decoding.greedy import RowRequest, decode_rows
 from streamer.decoding.rules import LogitRules
+from streamer.decoding.step import StepGraphs
 from streamer.errors import StreamerError
 from streamer.mel import pad_or_trim
 from streamer.model.loading import LoadedModel
@@ -70,8 +71,22 @@ def apply_compute_type(loaded: LoadedModel, compute_type: str) -> None:
         model.to(getattr(torch, compute_type))
 
 
+STEP_MODES = ("auto", "eager", "static", "graph")
+
+
 class Engine:
-    def __init__(self, loaded: LoadedModel, max_batch: int = 16, compute_type: str | None = None):
+    """Batched encode and decode over one slot pool.
+
+    ``step`` is how the one-token decode step runs: "eager" attends to the positions used so far and
+    stops as soon as every row is done; "static" runs the fixed-shape step of each batch bucket (whole
+    cache, padded rows) eagerly; "graph" replays it as a CUDA graph captured once per bucket. "auto" is
+    "graph" on a GPU and "eager" on the CPU."""
+
+    def __init__(
+        self, loaded: LoadedModel, max_batch: int = 16, compute_type: str | None = None, step: str = "auto"
+    ):
+        if step not in STEP_MODES:
+            raise ValueError(f"step must be one of {STEP_MODES}, not {step!r}")
         if compute_type is not None:
             apply_compute_type(loaded, compute_type)
         model = loaded.model
@@ -83,6 +98,11 @@ class Engine:
         self.rules = LogitRules(
             self.tokenizer, model.dims.n_vocab, model.device, suppress_list(self.tokenizer, _Defaults())
         )
+        on_gpu = model.device.type == "cuda"
+        if step == "graph" and not on_gpu:
+            raise StreamerError("CUDA graphs need a CUDA device")
+        self.step = ("graph" if on_gpu else "eager") if step == "auto" else step
+        self.graphs = StepGraphs(model, self.cache, self.rules, self.step == "graph") if self.step != "eager" else None
 
     @property
     def device(self) -> torch.device:
@@ -128,7 +148,7 @@ class Engine:
         features = torch.stack([r.audio_features for r in requests]).to(device=self.device, dtype=self.model.dtype)
         self.model.decoder.set_audio(features, slots)
         rows = [self._row(r) for r in requests]
-        found = decode_rows(self.model, slots, rows, self.rules, self.tokenizer.no_speech)
+        found = decode_rows(self.model, slots, rows, self.rules, self.tokenizer.no_speech, self.graphs)
         words: list[list[WordTiming] | None] = [None] * k
         wanted = [i for i, r in enumerate(requests) if r.word_timestamps]
         if wanted:

@@ -137,8 +137,8 @@ def test_loops_are_cut_and_the_prompt_reset(engine):
     assert sum(len(w.tokens) for w in final_words) <= len(result.tokens)
 
 
-def first_job_of_second_utterance(engine, gap: float):
-    session = StreamSession()
+def first_job_of_second_utterance(engine, gap: float, carry_seconds: float = 1.0):
+    session = StreamSession(StreamConfig(carry_seconds=carry_seconds))
     audio = joined(SENSE[:2], gap=gap)
     utterances = 0
     for i in range(0, len(audio), 1600):
@@ -157,6 +157,11 @@ def test_an_utterance_close_after_another_is_decoded_with_its_last_words_before_
     carried = engine.tokenizer.decode(list(job.prefix))
     # The last second of "... prudently in his power to do for them."
     assert normalize(carried) and normalize("prudently in his power to do for them").endswith(normalize(carried))
+
+
+def test_by_default_an_utterance_starts_cold_however_close_the_one_before(engine):
+    session, job = first_job_of_second_utterance(engine, gap=1.0, carry_seconds=StreamConfig().carry_seconds)
+    assert job.prefix == () and job.start == session._segments[0][0]
 
 
 def test_an_utterance_long_after_another_starts_cold(engine):

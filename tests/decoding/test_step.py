@@ -1,0 +1,100 @@
+"""The fixed-shape decode step (what a CUDA graph captures): the same tokens as the eager loop, on the
+CPU through the "static" engine mode, and on a GPU through real graphs (``cuda`` tests)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from streamer.audio import load_audio
+from streamer.engine import Engine, Request
+from streamer.errors import StreamerError
+from streamer.mel import log_mel_spectrogram
+from streamer.model.loading import LoadedModel, load_model
+from tests.conftest import FIXTURES
+
+CLIPS = ["sense_and_sensibility_01_austen_64kb-0870.wav", "001.wav", "sense_and_sensibility_01_austen_64kb-0880.wav",
+         "005.wav", "002.wav", "003.wav", "004.wav", "sense_and_sensibility_01_austen_64kb-0890.wav"]
+
+
+def requests(engine: Engine, n: int) -> list[Request]:
+    """n requests of different clips, prompts, prefixes, timestamp modes and length limits."""
+    tok = engine.tokenizer
+    out = []
+    for i, clip in enumerate((CLIPS * 2)[:n]):
+        mel = log_mel_spectrogram(load_audio(FIXTURES / clip))[None]
+        features = engine.encode(mel)[0]
+        kind = i % 4
+        out.append(Request(
+            features,
+            prompt=tuple(tok.encode(" Cards called out one by one:")) if kind == 1 else (),
+            prefix=tuple(tok.encode(" He")) if kind == 2 else (),
+            timestamps=kind != 1,
+            sample_len=6 if kind == 3 else 224,
+        ))
+    return out
+
+
+def tokens(engine: Engine, batch: list[Request]) -> list[list[int]]:
+    return [r.tokens for r in engine.decode(batch)]
+
+
+@pytest.fixture(scope="module")
+def engines(tiny: LoadedModel) -> tuple[Engine, Engine]:
+    return Engine(tiny, max_batch=4), Engine(tiny, max_batch=4, step="static")
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_the_fixed_shape_step_gives_the_eager_tokens_in_every_bucket(engines: tuple[Engine, Engine], n: int) -> None:
+    eager, static = engines
+    batch = requests(eager, n)
+    assert tokens(static, batch) == tokens(eager, batch)
+
+
+def test_each_bucket_is_made_once_and_reused(tiny: LoadedModel) -> None:
+    engine = Engine(tiny, max_batch=4, step="static")
+    for n in (1, 3, 4, 2, 3, 1):
+        engine.decode(requests(engine, n))
+    assert engine.graphs is not None and sorted(engine.graphs.steps) == [(1, 1500), (2, 1500), (4, 1500)]
+    buffers = engine.graphs.steps[(4, 1500)].buffers.logits.data_ptr()
+    engine.decode(requests(engine, 3))
+    assert engine.graphs.captures == 3 and engine.graphs.steps[(4, 1500)].buffers.logits.data_ptr() == buffers
+
+
+def test_cuda_graphs_are_refused_without_a_gpu(tiny: LoadedModel) -> None:
+    if tiny.model.device.type == "cuda":
+        pytest.skip("the model is on a GPU")
+    with pytest.raises(StreamerError, match="CUDA graphs need a CUDA device"):
+        Engine(tiny, step="graph")
+
+
+@pytest.fixture(scope="module")
+def gpu_model() -> LoadedModel:
+    return load_model("tiny.en", device=torch.device("cuda"))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 8])
+def test_graph_replay_gives_the_eager_tokens_in_every_bucket(gpu_model: LoadedModel, n: int) -> None:
+    eager = Engine(gpu_model, max_batch=8, step="eager")
+    graphed = Engine(gpu_model, max_batch=8, step="graph")
+    batch = requests(eager, n)
+    assert tokens(graphed, batch) == tokens(eager, batch)
+    assert tokens(graphed, batch) == tokens(eager, batch)  # a second replay of the same graph
+
+
+@pytest.mark.cuda
+def test_graphs_are_captured_once_per_bucket_not_per_request(gpu_model: LoadedModel) -> None:
+    engine = Engine(gpu_model, max_batch=8, step="graph")
+    for n in (1, 2, 3, 4, 8, 1, 3, 8):
+        engine.decode(requests(engine, n))
+    assert engine.graphs is not None
+    assert sorted(engine.graphs.steps) == [(1, 1500), (2, 1500), (4, 1500), (8, 1500)]
+
+
+@pytest.mark.cuda
+def test_float16_graphs_transcribe_the_reference_clip() -> None:
+    half = load_model("tiny.en", device=torch.device("cuda"))
+    engine = Engine(half, max_batch=8, compute_type="float16", step="graph")
+    text = engine.decode(requests(engine, 1))[0].text
+    assert "John Dashwood had then leisure to consider" in text
