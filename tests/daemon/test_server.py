@@ -221,6 +221,34 @@ async def test_a_handshake_with_huge_headers_is_refused_and_the_daemon_carries_o
     assert events[-1] == {"type": "done"}
 
 
+async def test_compression_is_never_negotiated_so_a_deflate_bomb_cannot_be_sent(daemon):
+    """A client offering permessage-deflate gets no extension; a frame compressed anyway (RSV1 set: a
+    megabyte of zeros deflated to about a kilobyte) is a protocol error (1002), and the daemon carries on."""
+    import base64
+    import zlib
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", daemon.port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write((
+        "GET /v1/stream?token=s3cret HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
+    ).encode())
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101") and b"sec-websocket-extensions" not in head.lower()
+    squeezer = zlib.compressobj(wbits=-15)
+    bomb = squeezer.compress(b"\x00" * 1_000_000) + squeezer.flush(zlib.Z_SYNC_FLUSH)[:-4]
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(bomb))
+    writer.write(bytes([0x80 | 0x40 | 0x2, 0x80 | 126]) + len(bomb).to_bytes(2, "big") + mask + masked)
+    await writer.drain()
+    reply = await asyncio.wait_for(reader.read(64), 10)
+    writer.close()
+    assert reply[0] & 0x0F == 0x8 and int.from_bytes(reply[2:4], "big") == 1002  # a close frame, 1002
+    events = await stream_file(url(daemon), load_audio(FIXTURES / "001.wav"))
+    assert events[-1] == {"type": "done"}
+
+
 async def test_a_silent_client_is_closed_after_the_idle_timeout(engine):
     d = Daemon(engine, "tiny.en", ServeOptions(port=0, idle_timeout=0.5))
     await d.start()
