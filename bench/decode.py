@@ -76,7 +76,7 @@ def step_latency(model_name: str, compute_type: str, batch: int, mode: str, devi
                 if runner is not None:
                     runner.replay()
                 else:
-                    forward(model, engine.cache, buffers, pick(engine.rules, buffers, dims.n_text_ctx), kv_len=i + 2)
+                    forward(model, engine.cache, buffers, pick(engine.rules, buffers), kv_len=i + 2)
             sync(device)
             return (time.perf_counter() - t0) / steps
 

@@ -80,7 +80,7 @@ def decode_rows(
             if last or ((step + 1) % check_every == 0 and bool(b.finished[:n].all())):
                 break
         else:
-            picked = pick(rules, b, n_ctx)
+            picked = pick(rules, b)
             if last or bool(b.finished.all()):
                 break
             forward(model, view, b, picked, kv_len=width + step + 1)

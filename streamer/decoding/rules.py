@@ -34,6 +34,14 @@ class RuleState:
 
         return cls(full(0), full(-1), full(-1), full(-1), torch.tensor(timestamps, dtype=torch.bool, device=device))
 
+    def reset(self, timestamps: Tensor) -> None:
+        """Back to nothing sampled, in place; rows past ``len(timestamps)`` get no timestamp rules."""
+        self.n_sampled.zero_()
+        for t in (self.last, self.penultimate, self.last_timestamp):
+            t.fill_(-1)
+        self.timestamps.zero_()
+        self.timestamps[: len(timestamps)] = timestamps
+
     def advance(self, tokens: Tensor, timestamp_begin: int) -> None:
         """Record one sampled token per row."""
         self.penultimate.copy_(self.last)

@@ -83,18 +83,15 @@ class StepBuffers:
         self.sum_logprobs.zero_()
         self.finished.fill_(True)
         self.finished[:n] = False
-        for t, v in ((self.state.n_sampled, 0), (self.state.last, -1), (self.state.penultimate, -1),
-                     (self.state.last_timestamp, -1)):
-            t.fill_(v)
-        self.state.timestamps.zero_()
-        self.state.timestamps[:n] = timestamps
+        self.state.reset(timestamps)
 
 
-def pick(rules: LogitRules, b: StepBuffers, n_ctx: int) -> Tensor:
+def pick(rules: LogitRules, b: StepBuffers) -> Tensor:
     """Pick one token per row from ``b.logits`` and record it; the tokens picked, (B,).
 
     A finished row keeps emitting end-of-text, which adds nothing to its log-probability; positions
     are clamped to the buffer so steps after every row has finished stay in bounds."""
+    n_ctx = b.tokens.shape[1] - 1
     logits = rules.apply(b.logits, b.state)  # (B, V)
     logprobs = torch.log_softmax(logits, dim=-1)
     sampled = sample_tokens(logits, b.temperatures)  # (B,)
@@ -118,7 +115,7 @@ def forward(model: Whisper, cache: KVCache, b: StepBuffers, next_tokens: Tensor,
 
 def decode_step(model: Whisper, cache: KVCache, rules: LogitRules, b: StepBuffers, kv_len: int | None) -> None:
     """One whole step, ``pick`` then ``forward``: what a graph captures."""
-    forward(model, cache, b, pick(rules, b, model.dims.n_text_ctx), kv_len)
+    forward(model, cache, b, pick(rules, b), kv_len)
 
 
 def sample_tokens(logits: Tensor, temperatures: Tensor) -> Tensor:
