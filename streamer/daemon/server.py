@@ -220,8 +220,8 @@ class ClientSession:
 
     def _detach(self) -> None:
         """The connection dropped without ``end``: keep the session as it is (the audio of a resume carries
-        on where this stopped, mid-sentence or not); its finals wait for the client. On expiry, the
-        received audio is decoded to the end."""
+        on where this stopped, mid-sentence or not); its finals wait for the client. On expiry, its
+        stream is cancelled: finals decoded then would reach nobody."""
         log.info("session %s: the client went away; resumable for %g s", self.id, self.daemon.options.resume_grace)
         self.conn = None
         self.outbox = None
