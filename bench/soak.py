@@ -3,8 +3,8 @@
     python bench/soak.py [--clients 4] [--minutes 10] [--url ws://HOST:PORT/v1/stream --pid PID]
 
 Starts ``streamer serve --port 0`` in its own process (unless ``--url``/``--pid`` name a running one).
-Each client streams the fixture speech (bench/streaming.py's 33 s, looped, each client starting at a
-different point) in real time in 20 ms frames for M minutes, then sends ``end``. While it runs, the
+Each client streams the fixture speech (bench/speech.py's librivox and cards sets, 33 s, looped, each
+client starting at a different point) in real time in 20 ms frames for M minutes, then sends ``end``. While it runs, the
 daemon's RSS, open file descriptors, asyncio task count and loop lag are sampled every 10 s.
 Prints committed-word latency percentiles (from the final's arrival and the word's end time in the
 audio sent), the real-time factor, RSS at start and end and its slope (least squares, MiB per hour,
@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from streaming import RefWord, normalize_words, pct, reference_words
-from websocket import metrics, send_paced, start_daemon
-from websockets.asyncio.client import connect
+from load import metrics, start_daemon
+from speech import RefWord, normalize_words, pct, program, reference_words
+from websockets.asyncio.client import ClientConnection, connect
 
 from streamer import SAMPLE_RATE
 from streamer.engine import Engine
@@ -65,6 +65,17 @@ async def client(url: str, audio: np.ndarray, offset: int, seconds: float, texts
     return latencies
 
 
+async def send_paced(ws: ClientConnection, pcm: bytes, began: float, step: int) -> None:
+    """pcm_s16le 16 kHz in frames of ``step`` bytes, each sent when its audio is due (1x from
+    ``began``), then ``end``."""
+    for i in range(0, len(pcm), step):
+        delay = began + i / 2 / SAMPLE_RATE - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await ws.send(pcm[i : i + step])
+    await ws.send(json.dumps({"type": "end"}))
+
+
 async def run(args: argparse.Namespace, url: str, pid: int, audio: np.ndarray):
     samples: list[tuple[float, float, int, float]] = []  # (t, rss MiB, fds, tasks)
     seconds = args.minutes * 60
@@ -92,13 +103,14 @@ def main() -> None:
     parser.add_argument("--pid", type=int, default=None, help="the running daemon's process id (with --url)")
     parser.add_argument("--save", type=Path, default=None, help="write each client's finals to DIR/clientN.txt")
     args = parser.parse_args()
-    engine = Engine(load_model("tiny.en"), compute_type="int8")
-    audio, refs = reference_words(engine, 1.0)
-    del engine
+    prog = program(["librivox", "cards"])
+    refs = reference_words(Engine(load_model("tiny.en"), compute_type="int8"), prog)
+    audio = prog.audio
     proc = None
+    log: list[str] = []
     url, pid = args.url, args.pid
     if url is None:
-        proc, url = start_daemon("--max-sessions", str(args.clients))
+        proc, url = start_daemon(["--max-sessions", str(args.clients)], log)
         pid = proc.pid
     assert url is not None and pid is not None
     try:
@@ -106,10 +118,10 @@ def main() -> None:
     finally:
         if proc is not None:
             proc.terminate()
-            _, stderr = proc.communicate(timeout=60)
+            proc.wait(timeout=60)
     exceptions = [r for r in results if isinstance(r, BaseException)]
     latencies = [x for r in results if not isinstance(r, BaseException) for x in r]
-    tracebacks = stderr.count("Traceback") if proc is not None else float("nan")
+    tracebacks = sum("Traceback" in line for line in log) if proc is not None else float("nan")
     half = [s for s in samples if s[0] >= samples[-1][0] / 2] if samples else []
     slope = float("nan")
     if len(half) >= 3:

@@ -41,6 +41,7 @@ class Request:
     sample_len: int = 224
     word_timestamps: bool = False  # align the words (prefix included) to the audio
     n_frames: int | None = None  # mel frames of real audio in the window (default: all of it)
+    draft: tuple[int, ...] = ()  # text expected after the prefix (greedy, no timestamps): checked in one pass
 
 
 def quantize_int8(loaded: LoadedModel) -> None:
@@ -72,6 +73,7 @@ def apply_compute_type(loaded: LoadedModel, compute_type: str) -> None:
 
 
 STEP_MODES = ("auto", "eager", "static", "graph")
+AUDIO_BUCKET = 250  # audio positions (5 s) that fixed-shape steps pad a batch's encoder output to a multiple of
 
 
 class Engine:
@@ -125,28 +127,54 @@ class Engine:
             request.prefix, request.timestamps,
         )
         sot_index = tokens.index(self.tokenizer.sot)
-        return RowRequest(tuple(tokens), sot_index, request.temperature, request.timestamps, request.sample_len)
+        return RowRequest(
+            tuple(tokens), sot_index, request.temperature, request.timestamps, request.sample_len, request.draft
+        )
+
+    def _n_audio(self, longest: int) -> int:
+        """Audio positions a batch whose longest encoder output has ``longest`` is padded to: exactly that
+        eagerly; on fixed-shape steps (CUDA graphs), the next multiple of ``AUDIO_BUCKET``, so that a few
+        graphs serve every length."""
+        if self.graphs is None:
+            return longest
+        return min(self.model.dims.n_audio_ctx, -(-longest // AUDIO_BUCKET) * AUDIO_BUCKET)
 
     @torch.inference_mode()
     def decode(self, requests: list[Request]) -> list[DecodingResult]:
-        """Decode independent requests in batches of the pool's slots; results in request order."""
+        """Decode independent requests in batches of the pool's slots; results in request order. Requests
+        of different audio lengths share a batch: the shorter ones' cross-attention is masked past their
+        own audio, so each row decodes as it would alone."""
         results: list[DecodingResult | None] = [None] * len(requests)
-        by_length: dict[int, list[int]] = {}
-        for i, r in enumerate(requests):
-            by_length.setdefault(r.audio_features.shape[0], []).append(i)
-        for n_audio, indices in by_length.items():
-            for chunk_start in range(0, len(indices), self.max_batch):
-                chunk = indices[chunk_start : chunk_start + self.max_batch]
-                for i, result in zip(chunk, self._decode_chunk([requests[i] for i in chunk], n_audio), strict=True):
-                    results[i] = result
+        for chunk in self._chunks(requests):
+            for i, result in zip(chunk, self._decode_chunk([requests[i] for i in chunk]), strict=True):
+                results[i] = result
         return [r for r in results if r is not None]
 
-    def _decode_chunk(self, requests: list[Request], n_audio: int) -> list[DecodingResult]:
+    def _chunks(self, requests: list[Request]) -> list[list[int]]:
+        """Requests in batches of at most ``max_batch``, longest audio first. Eagerly (the CPU), where every
+        padded audio position costs its share, a request starts a new batch when it has under half the
+        audio of the batch's longest; fixed-shape steps pay for the padding anyway."""
+        order = sorted(range(len(requests)), key=lambda i: -requests[i].audio_features.shape[0])
+        chunks: list[list[int]] = []
+        for i in order:
+            length = requests[i].audio_features.shape[0]
+            if chunks and len(chunks[-1]) < self.max_batch and (
+                self.graphs is not None or 2 * length >= requests[chunks[-1][0]].audio_features.shape[0]
+            ):
+                chunks[-1].append(i)
+            else:
+                chunks.append([i])
+        return chunks
+
+    def _decode_chunk(self, requests: list[Request]) -> list[DecodingResult]:
         k = len(requests)
-        c = self.cache
-        slots = KVCache(c.self_k[:, :k], c.self_v[:, :k], c.cross_k[:, :k, :n_audio], c.cross_v[:, :k, :n_audio])
-        features = torch.stack([r.audio_features for r in requests]).to(device=self.device, dtype=self.model.dtype)
-        self.model.decoder.set_audio(features, slots)
+        lengths = [r.audio_features.shape[0] for r in requests]
+        n_audio = self._n_audio(max(lengths))
+        slots = self.cache.view(0, k, n_audio)
+        features = torch.zeros((k, n_audio, self.model.dims.n_audio_state), device=self.device, dtype=self.model.dtype)
+        for i, r in enumerate(requests):
+            features[i, : lengths[i]] = r.audio_features
+        self.model.decoder.set_audio(features, slots, lengths=torch.tensor(lengths))
         rows = [self._row(r) for r in requests]
         found = decode_rows(self.model, slots, rows, self.rules, self.tokenizer.no_speech, self.graphs)
         words: list[list[WordTiming] | None] = [None] * k
@@ -154,7 +182,7 @@ class Engine:
         if wanted:
             align_rows = [
                 AlignRow(
-                    (*requests[i].prefix, *found[i].tokens), requests[i].n_frames or 2 * n_audio,
+                    (*requests[i].prefix, *found[i].tokens), requests[i].n_frames or 2 * lengths[i],
                     requests[i].language, requests[i].task, len(requests[i].prefix),
                 )
                 for i in wanted
@@ -163,6 +191,7 @@ class Engine:
                 index = torch.tensor(wanted, device=self.device)
                 slots.cross_k[:, : len(wanted)] = slots.cross_k.index_select(1, index)
                 slots.cross_v[:, : len(wanted)] = slots.cross_v.index_select(1, index)
+                slots.audio_valid[: len(wanted)] = slots.audio_valid.index_select(0, index)
             for i, aligned in zip(wanted, align(self.model, self.tokenizer, slots, align_rows), strict=True):
                 words[i] = aligned
         out = []

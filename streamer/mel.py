@@ -99,3 +99,30 @@ def pad_or_trim(mel: Tensor, n_frames: int = N_FRAMES) -> Tensor:
     if mel.shape[-1] < n_frames:
         return torch.nn.functional.pad(mel, (0, n_frames - mel.shape[-1]))
     return mel
+
+
+def log_mel_windows(
+    audios: list[np.ndarray], n_frames: int, n_mels: int = 80, device: str | torch.device | None = None
+) -> Tensor:
+    """Log-mel windows of ``n_frames`` frames for a batch of 16 kHz clips, (B, n_mels, n_frames).
+
+    Each equals ``pad_or_trim(log_mel_spectrogram(audio, n_mels, padding=N_SAMPLES), n_frames)`` for a clip
+    of at most ``n_frames`` frames (the clamp is each clip's own), but only the frames kept are computed,
+    in one batched STFT on ``device``.
+    """
+    n_samples = n_frames * HOP_LENGTH
+    length = n_samples + N_FFT  # zeros past the window's end, as the 30 s padding would give
+    batch = np.zeros((len(audios), length), dtype=np.float32)
+    for i, audio in enumerate(audios):
+        clip = np.asarray(audio, dtype=np.float32)[:n_samples]
+        batch[i, : len(clip)] = clip
+    x = torch.from_numpy(batch)
+    if device is not None:
+        x = x.to(device, non_blocking=True)
+    stft = torch.stft(x, N_FFT, HOP_LENGTH, window=_hann(x.device), return_complex=True)  # (B, n_freqs, T)
+    power = stft[..., :n_frames].abs() ** 2
+    mel = mel_filters(n_mels).to(x.device) @ power  # (B, n_mels, n_frames)
+    log_spec = torch.clamp(mel, min=1e-10).log10()
+    peak = log_spec.amax(dim=(1, 2), keepdim=True)  # (B, 1, 1)
+    log_spec = torch.maximum(log_spec, peak - 8.0)
+    return (log_spec + 4.0) / 4.0

@@ -7,7 +7,7 @@ from streamer.audio import load_audio
 from streamer.decoding.decode import DecodingOptions, decode_features
 from streamer.engine import Engine, Request
 from streamer.errors import StreamerError
-from streamer.mel import log_mel_spectrogram
+from streamer.mel import log_mel_spectrogram, log_mel_windows
 from streamer.model.loading import load_model
 
 from .conftest import FIXTURES, normalize
@@ -96,3 +96,18 @@ def test_int8_transcribes_the_reference_clips() -> None:
 def test_float16_on_cpu_is_refused(tiny) -> None:
     with pytest.raises(StreamerError, match="float16 needs a GPU"):
         Engine(load_model("tiny.en"), compute_type="float16")
+
+
+def test_windows_of_different_lengths_decode_together_as_they_do_alone(engine):
+    """One batch holds encoder outputs of several lengths: each row's cross-attention stops at its own."""
+    clips = [load_audio(FIXTURES / f"00{n}.wav") for n in (1, 2, 5)]
+    requests = []
+    for audio, seconds in zip(clips, (4, 7, 10), strict=True):
+        frames = seconds * 100
+        features = engine.encode(log_mel_windows([audio], frames), audio_ctx=frames // 2)[0]
+        requests.append(Request(features, timestamps=False, word_timestamps=True, n_frames=len(audio) // 160))
+    together = engine.decode(requests)
+    for request, result in zip(requests, together, strict=True):
+        alone = engine.decode([request])[0]
+        assert result.tokens == alone.tokens
+        assert [(w.start, w.end) for w in result.words] == [(w.start, w.end) for w in alone.words]

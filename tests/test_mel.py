@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from streamer.audio import load_audio
-from streamer.mel import N_SAMPLES, log_mel_spectrogram, mel_filters
+from streamer.mel import N_SAMPLES, log_mel_spectrogram, log_mel_windows, mel_filters, pad_or_trim
 
 from .conftest import FIXTURES
 
@@ -88,3 +88,13 @@ def test_padding_appends_thirty_seconds_of_frames() -> None:
 
 def test_empty_audio_has_no_frames() -> None:
     assert log_mel_spectrogram(np.zeros(0, dtype=np.float32)).shape == (80, 0)
+
+
+def test_mel_windows_equal_the_padded_whole_clip_spectrogram():
+    rng = np.random.default_rng(3)
+    clips = [rng.normal(size=n).astype(np.float32) * 0.1 for n in (16000, 47_000, 100, 79_840)]
+    windows = log_mel_windows(clips, 500)
+    assert windows.shape == (4, 80, 500)
+    for clip, window in zip(clips, windows, strict=True):
+        whole = pad_or_trim(log_mel_spectrogram(clip, 80, padding=N_SAMPLES), 500)
+        torch.testing.assert_close(window, whole, atol=1e-4, rtol=1e-4)

@@ -6,7 +6,7 @@ import bisect
 import threading
 from collections.abc import Callable
 
-LATENCY_BUCKETS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+LATENCY_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
@@ -44,6 +44,7 @@ class Metrics:
         self.audio_seconds = 0.0
         self.errors: dict[str, int] = {}
         self.final_latency = Histogram()  # a word's final sent minus its audio's arrival
+        self.hypothesis_lag = Histogram()  # a decode's result minus the arrival of the last audio it heard
         self.loop_lag = Histogram(LAG_BUCKETS)  # how late the event loop runs a timer
         self.gauges: dict[str, Callable[[], float]] = {}
 
@@ -64,6 +65,7 @@ class Metrics:
             for name, gauge in self.gauges.items():
                 lines += [f"# TYPE streamer_{name} gauge", f"streamer_{name} {gauge():.6g}"]
             lines += self.final_latency.render("streamer_final_latency_seconds")
+            lines += self.hypothesis_lag.render("streamer_hypothesis_lag_seconds")
             lines += self.loop_lag.render("streamer_loop_lag_seconds")
             lag_max = self.loop_lag.max
             lines += ["# TYPE streamer_loop_lag_max_seconds gauge", f"streamer_loop_lag_max_seconds {lag_max:.6g}"]

@@ -62,7 +62,6 @@ class ServeOptions:
     tls_cert: str | None = None
     tls_key: str | None = None
     drain_timeout: float = 30.0
-    busy_encoder_seconds: float | None = 20.0  # see Scheduler; None: always 30 s
     idle_timeout: float = 60.0  # no message for this long closes a session
     resume_grace: float = 30.0  # a dropped session can be resumed for this long (0: not at all)
     max_session_seconds: float | None = None  # audio per session; then its finals, and a 1008 close
@@ -102,7 +101,7 @@ class ClientSession:
         self.decoder = PcmDecoder(start.encoding, start.sample_rate)
         config = StreamConfig(**{**daemon.options.stream.__dict__, "language": start.language,
                                  "partials": start.partials})
-        self.stream = LiveStream(daemon.scheduler, self._on_events, config, self._on_error)
+        self.stream = LiveStream(daemon.scheduler, self._on_events, config, self._on_error, self._on_decoded)
         self.finals: deque[dict[str, object]] = deque(maxlen=RESUME_HISTORY)  # the last finals sent
         self.final_count = 0
         self.draining = False
@@ -118,6 +117,12 @@ class ClientSession:
 
     def _on_error(self, error: BaseException) -> None:
         self.loop.call_soon_threadsafe(self._fail, error)
+
+    def _on_decoded(self, heard: float) -> None:
+        self.loop.call_soon_threadsafe(self._observe_lag, heard, time.monotonic())
+
+    def _observe_lag(self, heard: float, now: float) -> None:
+        self.daemon.metrics.hypothesis_lag.observe(max(0.0, now - self._arrival(heard)))
 
     def _fail(self, error: BaseException) -> None:
         self.daemon.metrics.error("internal")
@@ -325,7 +330,6 @@ class Daemon:
         self.metrics = Metrics()
         self.scheduler = Scheduler(
             engine, max_queue=max(16, 2 * self.options.max_sessions),
-            busy_encoder_seconds=self.options.busy_encoder_seconds,
         )
         self.sessions: dict[str, ClientSession] = {}  # with a connection
         self.detached: dict[str, ClientSession] = {}  # dropped, waiting for a resume (at most max_sessions)
@@ -341,6 +345,8 @@ class Daemon:
         self.metrics.gauges["tasks"] = lambda: len(asyncio.all_tasks())  # evaluated on the event loop
         self.metrics.gauges["queue_depth"] = lambda: self.scheduler.depth
         self.metrics.gauges["inference_busy_seconds"] = lambda: self.scheduler.stats.busy_seconds
+        self.metrics.gauges["inference_windows"] = lambda: self.scheduler.stats.jobs
+        self.metrics.gauges["inference_batches"] = lambda: self.scheduler.stats.batches
         self.metrics.gauges["real_time_factor"] = lambda: self.scheduler.stats.busy_seconds / max(
             1e-9, self.metrics.audio_seconds
         )

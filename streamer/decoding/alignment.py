@@ -92,94 +92,156 @@ def median_filter(x: Tensor, width: int) -> Tensor:
     return padded.unfold(-1, width, 1).median(dim=-1).values.reshape(shape)
 
 
-def dtw(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Monotonic path of least total cost through (N, M) ``cost``; returns (row indices, column indices).
+def _reflect_index(lengths: Tensor, width: int, pad: int) -> Tensor:
+    """Column indices (B, width + 2 pad) that read each row's first ``lengths[b]`` columns reflect-padded
+    by ``pad`` on both sides (columns past a row's length reflect at its own end)."""
+    j = torch.arange(-pad, width + pad, device=lengths.device)[None, :]  # (1, W + 2p)
+    n = lengths[:, None]  # (B, 1)
+    j = j.abs()  # reflect at the start
+    j = torch.where(j > n - 1, 2 * (n - 1) - j, j)  # reflect at the row's end
+    return j.clamp(min=0)
 
-    Computed one anti-diagonal at a time, so the work is vectorised over the cells of each diagonal.
+
+def _masked_median_filter(x: Tensor, lengths: Tensor, width: int) -> Tensor:
+    """``median_filter`` of each row of x (B, R, W) over its first ``lengths[b]`` columns."""
+    if width <= 1:
+        return x
+    pad = width // 2
+    b, r, w = x.shape
+    index = _reflect_index(lengths, w, pad)[:, None, :].expand(b, r, w + 2 * pad)  # (B, R, W + 2p)
+    padded = x.gather(2, index)
+    filtered = padded.unfold(-1, width, 1).median(dim=-1).values  # (B, R, W)
+    short = (lengths <= pad)[:, None, None]  # too short to filter: as median_filter, left as is
+    return torch.where(short, x, filtered)
+
+
+def dtw_row_starts(cost: Tensor, n_rows: Tensor, n_cols: Tensor) -> Tensor:
+    """For each matrix b of ``cost`` (B, N, M), restricted to its first ``n_rows[b]`` rows and ``n_cols[b]``
+    columns: the first column the least-cost monotonic path (steps right, down, or diagonal, from the
+    top-left to the bottom-right cell) takes in each row, (B, N) (rows past n_rows[b]: undefined).
+
+    Computed one row at a time, each row a prefix sum and a running minimum over its columns: the cost of
+    reaching (i, j) is min over k <= j of [best entry into row i at column k] + [cost of row i from k to j].
+    Ties break as the textbook recurrence does: diagonal, then down, then right.
     """
-    n, m = cost.shape
-    acc = np.full((n + 1, m + 1), np.inf, dtype=np.float64)
-    trace = np.full((n + 1, m + 1), -1, dtype=np.int8)
-    acc[0, 0] = 0.0
-    trace[0, :] = 2
-    trace[:, 0] = 1
-    for d in range(2, n + m + 1):
-        i = np.arange(max(1, d - m), min(n, d - 1) + 1)
-        j = d - i
-        c0, c1, c2 = acc[i - 1, j - 1], acc[i - 1, j], acc[i, j - 1]
-        take0 = (c0 < c1) & (c0 < c2)
-        take1 = ~take0 & (c1 < c0) & (c1 < c2)
-        best = np.where(take0, c0, np.where(take1, c1, c2))
-        acc[i, j] = cost[i - 1, j - 1] + best
-        trace[i, j] = np.where(take0, 0, np.where(take1, 1, 2))
-    i, j = n, m
-    rows, cols = [], []
-    while i > 0 or j > 0:
-        rows.append(i - 1)
-        cols.append(j - 1)
-        t = trace[i, j]
-        if t == 0:
-            i, j = i - 1, j - 1
-        elif t == 1:
-            i -= 1
-        else:
-            j -= 1
-    path_rows = np.array(rows[::-1])
-    path_cols = np.array(cols[::-1])
-    keep = (path_rows >= 0) & (path_cols >= 0)
-    return path_rows[keep], path_cols[keep]
+    b, n, m = cost.shape
+    device = cost.device
+    cost = cost.double()
+    # acc[i] holds the least cost to each cell of row i, with a column -1 in front (1-based as textbooks)
+    previous = torch.full((b, m + 1), float("inf"), dtype=torch.float64, device=device)
+    previous[:, 0] = 0.0
+    moves = torch.empty((b, n, m), dtype=torch.int8, device=device)  # 0 diagonal, 1 down, 2 right
+    for i in range(n):
+        diag, down = previous[:, :-1], previous[:, 1:]  # (B, M) each: entering (i, j) from above
+        enter = torch.minimum(diag, down)
+        sums = cost[:, i].cumsum(dim=1)  # (B, M)
+        before = F.pad(sums[:, :-1], (1, 0))  # cost of row i up to column j - 1
+        current = sums + torch.cummin(enter - before, dim=1).values  # (B, M)
+        left = F.pad(current[:, :-1], (1, 0), value=float("inf"))  # (B, M): entering (i, j) from the left
+        take_diag = (diag < down) & (diag < left)
+        take_down = ~take_diag & (down < diag) & (down < left)
+        moves[:, i] = torch.where(take_diag, 0, torch.where(take_down, 1, 2)).to(torch.int8)
+        previous = F.pad(current, (1, 0), value=float("inf"))
+    # Back from each matrix's bottom-right cell: in row i the path runs left while it came from the left.
+    cols = torch.arange(m, device=device)[None, :]  # (1, M)
+    rows = torch.arange(b, device=device)
+    at = (n_cols - 1).to(device)  # (B,) the column where the path is in the current row
+    starts = torch.zeros((b, n), dtype=torch.long, device=device)
+    for i in range(n - 1, -1, -1):
+        active = i < n_rows.to(device)  # rows past a matrix's own end are not on its path
+        turn = (moves[:, i] != 2) & (cols <= at[:, None])  # (B, M): cells where the path leaves row i
+        first = torch.where(turn, cols, -1).max(dim=1).values.clamp(min=0)  # (B,)
+        starts[:, i] = torch.where(active, first, starts[:, i])
+        up = moves[rows, i, first] == 0
+        nxt = torch.where(up, first - 1, first).clamp(min=0)
+        at = torch.where(active, nxt, at)
+    return starts
+
+
+ALIGN_ROWS = 64  # rows aligned together (bounds the memory of the (B, N, V) logits)
 
 
 @torch.inference_mode()
 def align(
     model: Whisper, tokenizer: Tokenizer, cache: KVCache, rows: Sequence[AlignRow], medfilt_width: int = 7
 ) -> list[list[WordTiming]]:
-    """Word timings for each row, in cache rows 0..len(rows)-1 whose cross-attention K/V are set."""
+    """Word timings for each row, in cache rows 0..len(rows)-1 whose cross-attention K/V are set.
+
+    Up to ``ALIGN_ROWS`` rows are aligned at once: one decoder pass, then the attention matrices of all
+    of them, padded to the longest, are normalised, filtered and warped together (each within its own
+    tokens and frames)."""
+    out: list[list[WordTiming]] = []
+    for lo in range(0, len(rows), ALIGN_ROWS):
+        hi = min(len(rows), lo + ALIGN_ROWS)
+        out += _align_rows(model, tokenizer, cache.view(lo, hi), rows[lo:hi], medfilt_width)
+    return out
+
+
+def _align_rows(
+    model: Whisper, tokenizer: Tokenizer, cache: KVCache, rows: Sequence[AlignRow], medfilt_width: int
+) -> list[list[WordTiming]]:
     device = cache.self_k.device
     out: list[list[WordTiming]] = [[] for _ in rows]
     heads = model.alignment_heads
-    prefixes = []
-    for r in rows:
-        prefixes.append([*tokenizer.sot_sequence(r.language, r.task), tokenizer.no_timestamps])
+    prefixes = [[*tokenizer.sot_sequence(r.language, r.task), tokenizer.no_timestamps] for r in rows]
     sequences = [[*p, *r.text_tokens, tokenizer.eot] for p, r in zip(prefixes, rows, strict=True)]
     width = max(len(s) for s in sequences)
     n = len(rows)
-    tokens = torch.full((n, width), tokenizer.eot, dtype=torch.long, device=device)
+    host = np.full((n, width), tokenizer.eot, dtype=np.int64)
     for i, seq in enumerate(sequences):
-        tokens[i, : len(seq)] = torch.tensor(seq, device=device)
+        host[i, : len(seq)] = seq
+    tokens = torch.from_numpy(host).to(device)
     positions = torch.arange(width, device=device).expand(n, width)
-    view = KVCache(cache.self_k[:, :n], cache.self_v[:, :n], cache.cross_k[:, :n], cache.cross_v[:, :n])
-    logits, qks = model.decoder.forward_with_cross_qk(tokens, positions, view, kv_len=width)  # (B, T, V)
+    n_text = [len(r.text_tokens) for r in rows]
+    if max(n_text) == 0:
+        return out
+    firsts = [len(p) - 1 for p in prefixes]  # the row predicting each sequence's first text token
+    n_max = max(n_text) + 1  # text tokens and the end of text
+    # Each row's text part, from its own first text position: (B, N + 1) positions.
+    take = torch.tensor(firsts, device=device)[:, None] + torch.arange(n_max, device=device)[None, :]
+    take = take.clamp(max=width - 1)
+    logits, qks = model.decoder.forward_with_cross_qk(
+        tokens, positions, cache, kv_len=width, select=take[:, : n_max - 1]
+    )  # (B, N, V): the logits predicting each text token
     weights_all = torch.stack([qks[layer][:, head] for layer, head in heads], dim=1)  # (B, Hs, T, Ta)
-    for b, (prefix, row) in enumerate(zip(prefixes, rows, strict=True)):
-        n_text = len(row.text_tokens)
-        if n_text == 0:
+    n_audio = [max(1, min(r.n_frames // 2, weights_all.shape[-1])) for r in rows]
+    f_max = max(n_audio)
+    w = weights_all[:, :, :, :f_max].gather(
+        2, take[:, None, :, None].expand(n, weights_all.shape[1], n_max, f_max)
+    )  # (B, Hs, N + 1, F)
+    frames = torch.tensor(n_audio, device=device)
+    texts = torch.tensor(n_text, device=device) + 1  # (B,) rows in use: text tokens and the end of text
+    frame_ok = torch.arange(f_max, device=device)[None, :] < frames[:, None]  # (B, F)
+    row_ok = torch.arange(n_max, device=device)[None, :] < texts[:, None]  # (B, N + 1)
+    w = w.masked_fill(~frame_ok[:, None, None, :], float("-inf")).softmax(dim=-1)  # over each row's frames
+    mask = row_ok[:, None, :, None].to(w.dtype)  # (B, 1, N + 1, 1)
+    mean = (w * mask).sum(dim=2, keepdim=True) / texts[:, None, None, None]  # (B, Hs, 1, F)
+    var = (((w - mean) * mask) ** 2).sum(dim=2, keepdim=True) / texts[:, None, None, None]
+    w = (w - mean) / (var.sqrt() + 1e-8)  # normalised per frame over the row's own tokens
+    hs = w.shape[1]
+    w = _masked_median_filter(w.reshape(n * hs, n_max, f_max), frames.repeat_interleave(hs), medfilt_width)
+    matrix = w.reshape(n, hs, n_max, f_max).mean(dim=1)  # (B, N + 1, F)
+    starts = dtw_row_starts(-matrix, texts, frames).cpu()  # (B, N + 1) first frame of each text row
+    jump_times = (starts.double() * TIME_PER_TOKEN).tolist()
+    nxt = tokens.gather(1, (take[:, : n_max - 1] + 1).clamp(max=width - 1))  # (B, N) the text tokens
+    token_probs = (logits.gather(2, nxt[:, :, None])[:, :, 0] - logits.logsumexp(dim=-1)).exp().tolist()  # (B, N)
+    for b, row in enumerate(rows):
+        if n_text[b] == 0:
             continue
-        first = len(prefix) - 1  # the row predicting the first text token
-        n_audio = max(1, min(row.n_frames // 2, weights_all.shape[-1]))
-        w = weights_all[b, :, first : first + n_text + 1, :n_audio].softmax(dim=-1)  # (Hs, N + 1, F)
-        std, mean = torch.std_mean(w, dim=-2, keepdim=True, unbiased=False)
-        w = (w - mean) / (std + 1e-8)
-        matrix = median_filter(w, medfilt_width).mean(dim=0)  # (N + 1, F)
-        text_index, time_index = dtw(-matrix.double().cpu().numpy())
-        jumps = np.pad(np.diff(text_index), (1, 0), constant_values=1).astype(bool)
-        jump_times = time_index[jumps] * TIME_PER_TOKEN  # (N + 1,) first frame of each row
-        probs = logits[b, first : first + n_text].softmax(dim=-1)  # (N, V)
-        token_probs = probs[torch.arange(n_text, device=device), tokens[b, first + 1 : first + 1 + n_text]]
-        token_probs_list = token_probs.tolist()
+        times = jump_times[b][: n_text[b] + 1]
         end_of_audio = row.n_frames * HOP_LENGTH / 16000
         k = 0
         for word_tokens in split_words(tokenizer, row.text_tokens, row.language, row.split_at):
-            start = float(jump_times[min(k, len(jump_times) - 1)])
+            start = times[min(k, len(times) - 1)]
             k += len(word_tokens)
-            end = float(jump_times[min(k, len(jump_times) - 1)])
+            end = times[min(k, len(times) - 1)]
             out[b].append(
                 WordTiming(
                     word=tokenizer.decode(word_tokens),
                     tokens=tuple(word_tokens),
                     start=round(min(start, end_of_audio), 3),
                     end=round(min(max(end, start), end_of_audio), 3),
-                    probability=round(float(np.mean(token_probs_list[k - len(word_tokens) : k])), 4),
+                    probability=round(float(np.mean(token_probs[b][k - len(word_tokens) : k])), 4),
                 )
             )
     return out

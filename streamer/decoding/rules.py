@@ -34,9 +34,12 @@ class RuleState:
 
         return cls(full(0), full(-1), full(-1), full(-1), torch.tensor(timestamps, dtype=torch.bool, device=device))
 
-    def reset(self, timestamps: Tensor) -> None:
-        """Back to nothing sampled, in place; rows past ``len(timestamps)`` get no timestamp rules."""
+    def reset(self, timestamps: Tensor, sampled: Tensor | None = None) -> None:
+        """Back to nothing sampled (or ``sampled`` tokens per row: rows without timestamps only), in place;
+        rows past ``len(timestamps)`` get no timestamp rules."""
         self.n_sampled.zero_()
+        if sampled is not None:
+            self.n_sampled[: len(sampled)] = sampled
         for t in (self.last, self.penultimate, self.last_timestamp):
             t.fill_(-1)
         self.timestamps.zero_()
@@ -84,6 +87,16 @@ class LogitRules:
             if max_initial_timestamp is not None
             else n_vocab
         )
+
+    def apply_text(self, logits: Tensor, first: Tensor | None = None) -> Tensor:
+        """The rules of rows without timestamps: logits (B, K, V) -> filtered (B, K, V). ``first`` (B, K)
+        says which positions pick a row's first token (blanks are suppressed there only); by default
+        position k follows k sampled tokens, so only position 0 does."""
+        if first is None:
+            first = torch.zeros(logits.shape[:2], dtype=torch.bool, device=logits.device)
+            first[:, 0] = True
+        mask = self.suppress[None, None, :] | (first[:, :, None] & self.blank[None, None, :])  # (B, K, V)
+        return logits.masked_fill(mask, float("-inf"))
 
     def apply(self, logits: Tensor, state: RuleState) -> Tensor:
         """logits (B, V) float32 -> filtered logits (B, V), -inf where a rule forbids a token."""

@@ -20,7 +20,7 @@ from torch import Tensor
 from streamer.decoding.rules import LogitRules, RuleState
 from streamer.model.whisper import KVCache, Whisper
 
-BUCKETS = (1, 2, 4, 8, 16, 32, 64)  # graph batch sizes; a batch runs in the smallest that holds it
+BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # graph batch sizes; a batch runs in the smallest that holds it
 
 
 def bucket_for(n: int, max_batch: int) -> int:
@@ -65,9 +65,11 @@ class StepBuffers:
 
     def load(
         self, logits: Tensor, tokens: Tensor, start: Tensor, temperatures: Tensor, limits: Tensor,
-        timestamps: Tensor,
+        timestamps: Tensor, sampled: Tensor | None = None, sum_logprobs: Tensor | None = None,
     ) -> None:
-        """Copy a batch of n <= B rows in; rows n..B-1 are padding, finished from the start."""
+        """Copy a batch of n <= B rows in; rows n..B-1 are padding, finished from the start. ``sampled``:
+        tokens each row has already decoded (accepted from a draft), with their summed log-probability;
+        a row with no tokens left to sample (``limits`` <= 0) is finished."""
         n = logits.shape[0]
         self.logits.zero_()
         self.logits[:n] = logits
@@ -81,20 +83,28 @@ class StepBuffers:
         self.limits.fill_(1)
         self.limits[:n] = limits
         self.sum_logprobs.zero_()
+        if sum_logprobs is not None:
+            self.sum_logprobs[:n] = sum_logprobs
         self.finished.fill_(True)
-        self.finished[:n] = False
-        self.state.reset(timestamps)
+        self.finished[:n] = limits <= 0
+        self.state.reset(timestamps, sampled)
 
 
-def pick(rules: LogitRules, b: StepBuffers) -> Tensor:
+def pick(rules: LogitRules, b: StepBuffers, greedy_text: bool = False) -> Tensor:
     """Pick one token per row from ``b.logits`` and record it; the tokens picked, (B,).
 
     A finished row keeps emitting end-of-text, which adds nothing to its log-probability; positions
-    are clamped to the buffer so steps after every row has finished stay in bounds."""
+    are clamped to the buffer so steps after every row has finished stay in bounds. ``greedy_text``:
+    the caller knows every row is greedy without timestamps, so only their rules run and no noise is
+    drawn (the same tokens, cheaper; a captured step never takes this branch)."""
     n_ctx = b.tokens.shape[1] - 1
-    logits = rules.apply(b.logits, b.state)  # (B, V)
+    if greedy_text:
+        logits = rules.apply_text(b.logits[:, None], (b.state.n_sampled == 0)[:, None])[:, 0]  # (B, V)
+        sampled = logits.argmax(dim=-1)
+    else:
+        logits = rules.apply(b.logits, b.state)  # (B, V)
+        sampled = sample_tokens(logits, b.temperatures)  # (B,)
     logprobs = torch.log_softmax(logits, dim=-1)
-    sampled = sample_tokens(logits, b.temperatures)  # (B,)
     picked = logprobs.gather(1, sampled[:, None])[:, 0]  # (B,)
     b.sum_logprobs.add_(torch.where(b.finished, torch.zeros_like(picked), picked))
     next_tokens = torch.where(b.finished, torch.full_like(sampled, rules.eot), sampled)
@@ -113,9 +123,11 @@ def forward(model: Whisper, cache: KVCache, b: StepBuffers, next_tokens: Tensor,
     b.step.add_(1)
 
 
-def decode_step(model: Whisper, cache: KVCache, rules: LogitRules, b: StepBuffers, kv_len: int | None) -> None:
+def decode_step(
+    model: Whisper, cache: KVCache, rules: LogitRules, b: StepBuffers, kv_len: int | None, greedy_text: bool = False
+) -> None:
     """One whole step, ``pick`` then ``forward``: what a graph captures."""
-    forward(model, cache, b, pick(rules, b), kv_len)
+    forward(model, cache, b, pick(rules, b, greedy_text), kv_len)
 
 
 def sample_tokens(logits: Tensor, temperatures: Tensor) -> Tensor:
@@ -129,13 +141,17 @@ def sample_tokens(logits: Tensor, temperatures: Tensor) -> Tensor:
 
 class StaticStep:
     """``decode_step`` on fixed buffers and a fixed cache view, run eagerly: what a graph replays,
-    without the capture (the CPU's way to check it, and the benchmark's "static" mode)."""
+    without the capture (the CPU's way to check it, and the benchmark's "static" mode). ``greedy_text``:
+    the step for batches of greedy rows without timestamps (streaming), with only their rules."""
 
-    def __init__(self, model: Whisper, cache: KVCache, rules: LogitRules, buffers: StepBuffers):
+    def __init__(
+        self, model: Whisper, cache: KVCache, rules: LogitRules, buffers: StepBuffers, greedy_text: bool = False
+    ):
         self.model, self.cache, self.rules, self.buffers = model, cache, rules, buffers
+        self.greedy_text = greedy_text
 
     def replay(self) -> None:
-        decode_step(self.model, self.cache, self.rules, self.buffers, None)
+        decode_step(self.model, self.cache, self.rules, self.buffers, None, self.greedy_text)
 
 
 class GraphedStep(StaticStep):
@@ -146,9 +162,10 @@ class GraphedStep(StaticStep):
     bucket's own cache rows at the first positions, which every decode's prefill overwrites."""
 
     def __init__(
-        self, model: Whisper, cache: KVCache, rules: LogitRules, buffers: StepBuffers, pool: Any
+        self, model: Whisper, cache: KVCache, rules: LogitRules, buffers: StepBuffers, pool: Any,
+        greedy_text: bool = False,
     ):  # pool: torch.cuda.graph_pool_handle() (its type differs between torch versions)
-        super().__init__(model, cache, rules, buffers)
+        super().__init__(model, cache, rules, buffers, greedy_text)
         self.graph = torch.cuda.CUDAGraph()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
@@ -164,14 +181,16 @@ class GraphedStep(StaticStep):
 
 
 class StepGraphs:
-    """The fixed-shape steps of one engine: one per (bucket, audio length), made on first use over the
-    first ``bucket`` rows of the engine's cache; captured as CUDA graphs (one memory pool) if ``capture``."""
+    """The fixed-shape steps of one engine: one per (bucket, audio length, greedy_text), made on first use
+    over the first ``bucket`` rows of the engine's cache; captured as CUDA graphs (one memory pool) if
+    ``capture``. The buffers of a bucket are shared by its steps (one batch decodes at a time)."""
 
     def __init__(self, model: Whisper, cache: KVCache, rules: LogitRules, capture: bool):
         self.model = model
         self.cache = cache
         self.rules = rules
-        self.steps: dict[tuple[int, int], StaticStep] = {}
+        self.steps: dict[tuple[int, int, bool], StaticStep] = {}
+        self.buffers: dict[int, StepBuffers] = {}
         self.pool = torch.cuda.graph_pool_handle() if capture else None
 
     @property
@@ -179,19 +198,20 @@ class StepGraphs:
         """How many steps were made (captured, on a GPU): one per bucket and audio length used."""
         return len(self.steps)
 
-    def get(self, rows: int, n_audio: int) -> StaticStep:
+    def get(self, rows: int, n_audio: int, greedy_text: bool = False) -> StaticStep:
         """The step for ``rows`` rows over ``n_audio`` audio positions (made now if it is new).
         Call it before the prefill: capture writes the bucket's cache rows at the first positions."""
         bucket = bucket_for(rows, self.cache.batch_size)
-        key = (bucket, n_audio)
+        key = (bucket, n_audio, greedy_text)
         if key not in self.steps:
             c = self.cache
-            view = KVCache(c.self_k[:, :bucket], c.self_v[:, :bucket], c.cross_k[:, :bucket, :n_audio],
-                           c.cross_v[:, :bucket, :n_audio])
+            view = c.view(0, bucket, n_audio)
             dims = self.model.dims
-            buffers = StepBuffers.new(bucket, dims.n_vocab, dims.n_text_ctx, c.self_k.device)
+            if bucket not in self.buffers:
+                self.buffers[bucket] = StepBuffers.new(bucket, dims.n_vocab, dims.n_text_ctx, c.self_k.device)
+            buffers = self.buffers[bucket]
             if self.pool is not None:
-                self.steps[key] = GraphedStep(self.model, view, self.rules, buffers, self.pool)
+                self.steps[key] = GraphedStep(self.model, view, self.rules, buffers, self.pool, greedy_text)
             else:
-                self.steps[key] = StaticStep(self.model, view, self.rules, buffers)
+                self.steps[key] = StaticStep(self.model, view, self.rules, buffers, greedy_text)
         return self.steps[key]

@@ -239,9 +239,38 @@ def _read_hf(directory: Path) -> Checkpoint:
     return Checkpoint(dims, sd, _tokenizer_beside(directory, dims.n_vocab, directory), _alignment_heads(heads_file))
 
 
+# Shapes of the published Whisper models, for "random:SHAPE" (benchmarks of compute without weights):
+# (n_mels, state, heads, encoder layers, decoder layers).
+SHAPES = {
+    "tiny": (80, 384, 6, 4, 4), "base": (80, 512, 8, 6, 6), "small": (80, 768, 12, 12, 12),
+    "medium": (80, 1024, 16, 24, 24), "large-v3": (128, 1280, 20, 32, 32), "large-v3-turbo": (128, 1280, 20, 32, 4),
+}  # fmt: skip
+
+
+def _random_checkpoint(shape: str) -> Checkpoint:
+    """A model of a published shape with random weights (seeded) and the bundled vocabulary: it computes
+    what that model computes, and says nothing useful. For measuring throughput only."""
+    if shape not in SHAPES:
+        raise ModelFileError(f"random:{shape}: no such shape (shapes: {', '.join(SHAPES)})")
+    n_mels, state, heads, enc_layers, dec_layers = SHAPES[shape]
+    name = "base" if _package_dir(BUNDLED["base"].packages[0]) is not None else "tiny.en"
+    vocabulary = bundled_files(name)["vocabulary.txt"]
+    tokenizer = Tokenizer(read_vocabulary(vocabulary), vocabulary)
+    dims = ModelDimensions(n_mels, 1500, state, heads, enc_layers, tokenizer.n_vocab, 448, state, heads, dec_layers)
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in Whisper(dims).state_dict().items()}
+    generator = torch.Generator().manual_seed(0)
+    sd = {k: torch.randn(v, generator=generator) * 0.02 for k, v in shapes.items()}
+    return Checkpoint(dims, sd, tokenizer, None)
+
+
 def read_checkpoint(spec: str | Path) -> tuple[Checkpoint, str]:
-    """Read weights from a bundled name or a path, detecting the format. Returns (checkpoint, name)."""
+    """Read weights from a bundled name or a path, detecting the format. Returns (checkpoint, name).
+    ``random:SHAPE`` (tiny, base, small, medium, large-v3, large-v3-turbo) is a random-weight model of
+    that shape, for throughput benchmarks."""
     name = str(spec)
+    if name.startswith("random:"):
+        return _random_checkpoint(name.removeprefix("random:")), name
     if name in BUNDLED:
         files = bundled_files(name)
         parts = [files[p] for p in BUNDLED[name].model_parts]

@@ -29,9 +29,13 @@ def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> Ten
 
 
 class LayerNorm(nn.LayerNorm):
-    """LayerNorm computed in float32 whatever the model's dtype, as Whisper was trained."""
+    """LayerNorm with float32 statistics whatever the model's dtype, as Whisper was trained: PyTorch's
+    kernels accumulate half and bfloat16 inputs in float32, so the input is not converted (one kernel
+    per norm, which matters in a captured decode step); only weights of another dtype are."""
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.weight.dtype == x.dtype:
+            return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
         return F.layer_norm(
             x.float(), self.normalized_shape, self.weight.float(), self.bias.float(), self.eps
         ).type(x.dtype)
@@ -119,21 +123,37 @@ class KVCache:
 
     self_k/self_v: (L, B, n_text_ctx, D), written at token positions.
     cross_k/cross_v: (L, B, n_audio, D), written once per encoder output.
+    audio_valid: (B, n_audio) bool, which audio positions each row attends to (a row's encoder output
+    may be shorter than the others': the rest is padding, masked out of cross-attention).
     """
 
     self_k: Tensor
     self_v: Tensor
     cross_k: Tensor
     cross_v: Tensor
+    audio_valid: Tensor
 
     @property
     def batch_size(self) -> int:
         return self.self_k.shape[1]
 
+    def view(self, lo: int, hi: int, n_audio: int | None = None) -> KVCache:
+        """Rows lo..hi-1 (and the first ``n_audio`` audio positions), sharing this cache's memory."""
+        a = slice(None) if n_audio is None else slice(0, n_audio)
+        return KVCache(
+            self.self_k[:, lo:hi], self.self_v[:, lo:hi], self.cross_k[:, lo:hi, a], self.cross_v[:, lo:hi, a],
+            self.audio_valid[lo:hi, a],
+        )
+
+    def cross_mask(self) -> Tensor:
+        """The cross-attention mask, (B, 1, 1, n_audio)."""
+        return self.audio_valid[:, None, None, :]
+
     def reorder(self, index: Tensor) -> None:
         """Rows take the state of rows ``index`` (beam search), in place."""
         for t in (self.self_k, self.self_v, self.cross_k, self.cross_v):
             t.copy_(t.index_select(1, index))
+        self.audio_valid.copy_(self.audio_valid.index_select(0, index))
 
 
 class DecoderBlock(nn.Module):
@@ -164,12 +184,14 @@ class DecoderBlock(nn.Module):
         v_cache: Tensor,
         cross_k: Tensor,
         cross_v: Tensor,
+        cross_mask: Tensor,
         kv_len: int,
     ) -> Tensor:
-        """x (B, T, D); positions (B, T); self_mask (B, 1, T, kv_len); caches (B, S, D), (B, Ta, D)."""
+        """x (B, T, D); positions (B, T); self_mask (B, 1, T, kv_len); caches (B, S, D), (B, Ta, D);
+        cross_mask (B, 1, 1, Ta)."""
         x = self._self_attend(x, positions, self_mask, k_cache, v_cache, kv_len)
         h = self.cross_attn_ln(x)
-        x = x + self.cross_attn.attend(self.cross_attn.query(h), cross_k, cross_v)
+        x = x + self.cross_attn.attend(self.cross_attn.query(h), cross_k, cross_v, cross_mask)
         return x + self.mlp(self.mlp_ln(x))
 
     def forward_with_cross_qk(
@@ -181,9 +203,11 @@ class DecoderBlock(nn.Module):
         v_cache: Tensor,
         cross_k: Tensor,
         cross_v: Tensor,
+        cross_mask: Tensor,
         kv_len: int,
     ) -> tuple[Tensor, Tensor]:
-        """As ``forward``, also returning the cross-attention logits (B, H, T, Ta) for word alignment."""
+        """As ``forward``, also returning the cross-attention logits (B, H, T, Ta) for word alignment
+        (-inf at masked audio positions)."""
         x = self._self_attend(x, positions, self_mask, k_cache, v_cache, kv_len)
         h = self.cross_attn_ln(x)
         n_head = self.cross_attn.n_head
@@ -191,6 +215,7 @@ class DecoderBlock(nn.Module):
         k = _split_heads(cross_k, n_head)  # (B, H, Ta, Dh)
         v = _split_heads(cross_v, n_head)  # (B, H, Ta, Dh)
         qk = (q @ k.transpose(-1, -2)).float() / math.sqrt(q.shape[-1])  # (B, H, T, Ta)
+        qk = qk.masked_fill(~cross_mask, float("-inf"))
         out = qk.softmax(dim=-1).to(v.dtype) @ v  # (B, H, T, Dh)
         x = x + self.cross_attn.out(_merge_heads(out))
         return x + self.mlp(self.mlp_ln(x)), qk
@@ -220,10 +245,22 @@ class TextDecoder(nn.Module):
             self_v=torch.zeros(shape_self, dtype=w.dtype, device=w.device),
             cross_k=torch.zeros(shape_cross, dtype=w.dtype, device=w.device),
             cross_v=torch.zeros(shape_cross, dtype=w.dtype, device=w.device),
+            audio_valid=torch.ones((batch_size, n_audio), dtype=torch.bool, device=w.device),
         )
 
-    def set_audio(self, audio_features: Tensor, cache: KVCache, rows: Tensor | None = None) -> None:
-        """Compute cross-attention K/V of audio_features (B', Ta, D) once, into cache rows (all if None)."""
+    def set_audio(
+        self, audio_features: Tensor, cache: KVCache, rows: Tensor | None = None, lengths: Tensor | None = None
+    ) -> None:
+        """Compute cross-attention K/V of audio_features (B', Ta, D) once, into cache rows (all if None).
+        ``lengths`` (B',): each row's own number of audio positions (the rest is padding); all if None."""
+        positions = torch.arange(cache.audio_valid.shape[1], device=audio_features.device)
+        full = audio_features.shape[1] if lengths is None else lengths
+        valid = positions[None, :] < torch.as_tensor(full, device=audio_features.device).reshape(-1, 1)
+        valid = valid.expand(audio_features.shape[0], -1)  # (B', Ta)
+        if rows is None:
+            cache.audio_valid.copy_(valid)
+        else:
+            cache.audio_valid.index_copy_(0, rows, valid)
         for i, block in enumerate(cast(list[DecoderBlock], self.blocks)):
             k = block.cross_attn.key(audio_features)  # (B', Ta, D)
             v = block.cross_attn.value(audio_features)
@@ -259,27 +296,31 @@ class TextDecoder(nn.Module):
         """
         kv_len = self.dims.n_text_ctx if kv_len is None else kv_len
         x, self_mask = self._embed(tokens, positions, kv_len)
+        cross_mask = cache.cross_mask()
         for i, block in enumerate(self.blocks):
             x = block(
                 x, positions, self_mask, cache.self_k[i], cache.self_v[i], cache.cross_k[i], cache.cross_v[i],
-                kv_len,
+                cross_mask, kv_len,
             )
         if select is not None:
             x = x[torch.arange(x.shape[0], device=x.device)[:, None], select]  # (B, K, D)
         return self._logits(x)
 
     def forward_with_cross_qk(
-        self, tokens: Tensor, positions: Tensor, cache: KVCache, kv_len: int
+        self, tokens: Tensor, positions: Tensor, cache: KVCache, kv_len: int, select: Tensor | None = None
     ) -> tuple[Tensor, list[Tensor]]:
         """As ``forward``, also returning each layer's cross-attention logits, (B, H, T, Ta) per layer."""
         x, self_mask = self._embed(tokens, positions, kv_len)
         qks = []
+        cross_mask = cache.cross_mask()
         for i, block in enumerate(cast(list[DecoderBlock], self.blocks)):
             x, qk = block.forward_with_cross_qk(
                 x, positions, self_mask, cache.self_k[i], cache.self_v[i], cache.cross_k[i], cache.cross_v[i],
-                kv_len,
+                cross_mask, kv_len,
             )
             qks.append(qk)
+        if select is not None:
+            x = x[torch.arange(x.shape[0], device=x.device)[:, None], select]  # (B, K, D)
         return self._logits(x), qks
 
 

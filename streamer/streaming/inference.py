@@ -10,7 +10,7 @@ import torch
 from streamer import SAMPLE_RATE
 from streamer.decoding.decode import DecodingResult, detect_language
 from streamer.engine import Engine, Request
-from streamer.mel import HOP_LENGTH, N_FRAMES, N_SAMPLES, log_mel_spectrogram, pad_or_trim
+from streamer.mel import HOP_LENGTH, N_FRAMES, log_mel_windows
 from streamer.streaming.session import WindowJob
 
 
@@ -25,10 +25,8 @@ def run_windows(engine: Engine, jobs: Sequence[WindowJob]) -> list[DecodingResul
     features: list[torch.Tensor | None] = [None] * len(jobs)
     for seconds in sorted({job.encoder_seconds for job in jobs}):  # one encoder batch per window length
         group = [i for i, job in enumerate(jobs) if job.encoder_seconds == seconds]
-        mels = torch.stack(
-            [pad_or_trim(log_mel_spectrogram(jobs[i].audio, n_mels, padding=N_SAMPLES), N_FRAMES) for i in group]
-        )  # (b, n_mels, 3000)
-        audio_ctx = None if seconds >= 30.0 else round(seconds * SAMPLE_RATE / HOP_LENGTH / 2)
+        audio_ctx = min(N_FRAMES, round(seconds * SAMPLE_RATE / HOP_LENGTH)) // 2
+        mels = log_mel_windows([jobs[i].audio for i in group], 2 * audio_ctx, n_mels, engine.device)  # (b, n_mels, F)
         encoded = engine.encode(mels, audio_ctx=audio_ctx)  # (b, Ta, D): Ta = audio_ctx, 1500 for 30 s
         for i, row in zip(group, encoded, strict=True):
             features[i] = row
@@ -46,7 +44,7 @@ def run_windows(engine: Engine, jobs: Sequence[WindowJob]) -> list[DecodingResul
         Request(
             _ready(features[i]), prompt=job.prompt, prefix=job.prefix, language=languages[i] or "en", task=job.task,
             temperature=job.temperature, timestamps=False, sample_len=job.sample_len, word_timestamps=True,
-            n_frames=min(N_FRAMES, -(-len(job.audio) // HOP_LENGTH)),
+            n_frames=min(N_FRAMES, -(-len(job.audio) // HOP_LENGTH)), draft=job.draft,
         )
         for i, job in enumerate(jobs)
     ]

@@ -28,11 +28,15 @@ class LiveStream:
         on_events: Callable[[list[Event]], None],
         config: StreamConfig | None = None,
         on_error: Callable[[BaseException], None] | None = None,
+        on_decoded: Callable[[float], None] | None = None,
     ):
+        """``on_decoded(seconds)``: a decode that heard the stream's first ``seconds`` has its result (called
+        on the inference thread, before its events)."""
         self.scheduler = scheduler
         self.session = StreamSession(config)
         self._on_events = on_events
         self._on_error = on_error
+        self._on_decoded = on_decoded
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._ended = False
@@ -72,6 +76,8 @@ class LiveStream:
                 if self._on_error is not None:
                     self._on_error(outcome)
                 return
+            if self._on_decoded is not None:
+                self._on_decoded(job.end / 16000)
             self._emit(self.session.complete(job, outcome))
             self._pump()
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+import numpy as np
+
 from streamer.streaming.events import Word
 
 
@@ -28,18 +30,28 @@ def find_loop(
 ) -> int | None:
     """Where a decoding loop starts, as an index into ``tokens``: just after the first copy of an n-gram
     repeated back to back (5 copies of one token, 3 of up to ``long_ngram - 1`` tokens, 2 of longer
-    ones), counting only repeats that reach ``tokens[fresh_from:]``; None if there is none."""
-    seq = list(tokens)
+    ones), counting only repeats that reach ``tokens[fresh_from:]``; None if there is none.
+
+    For each n, ``tokens[i] == tokens[i + n]`` over a run of positions is a repeat with period n: a run
+    of length r starting at s holds r // n + 1 back-to-back copies of ``tokens[s : s + n]``."""
+    seq = np.asarray(tokens, dtype=np.int64)
     best: int | None = None
-    for n in range(1, max_ngram + 1):
+    for n in range(1, min(max_ngram, len(seq) // 2) + 1):
         need = 5 if n == 1 else 3 if n < long_ngram else 2
-        for s in range(0, len(seq) - n * need + 1):
-            gram = seq[s : s + n]
-            copies = 1
-            while seq[s + copies * n : s + (copies + 1) * n] == gram:
-                copies += 1
-            if copies >= need and s + copies * n > fresh_from:
-                cut = max(s + n, fresh_from)
-                best = cut if best is None else min(best, cut)
+        equal = np.concatenate([[False], seq[:-n] == seq[n:], [False]])
+        edges = np.flatnonzero(equal[1:] != equal[:-1])  # run starts and ends, alternating
+        for run_start, run_end in zip(edges[::2], edges[1::2], strict=True):
+            length = int(run_end - run_start)
+            # every start s in the run with (length - (s - run_start)) // n + 1 >= need copies
+            last_start = run_start + length - (need - 1) * n  # the latest start with enough copies
+            if last_start < run_start:
+                continue
+            for s in range(int(run_start), int(last_start) + 1):
+                copies = (length - (s - run_start)) // n + 1
+                if s + copies * n > fresh_from:
+                    cut = max(s + n, fresh_from)
+                    best = cut if best is None else min(best, cut)
+                    break
+            if best is not None and best <= run_start + n:
                 break
     return best

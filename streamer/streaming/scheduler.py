@@ -4,10 +4,9 @@ Sessions submit window jobs (at most one each in flight); whatever has queued up
 busy runs as one batch (shared encoder batch, shared decoder slot pool), so many streams cost little
 more than one. Results go back through each job's callback, on the inference thread.
 
-Under load (more than one window in a batch) the encoder sees the windows of ongoing speech padded to
-``busy_encoder_seconds`` (20 s) instead of 30 s when they fit with 2 s to spare: about half the
-encoder's cost (its attention is quadratic), measured to keep WER on bench/streaming.py. An
-utterance's final decode always sees 30 s.
+A window is decoded the same way whatever the load (its encoder length is the session's choice), so
+a stream's text does not depend on how many others share the engine; under load each stream is simply
+decoded less often (it has one job in flight, and its next covers all the audio that came meanwhile).
 
 Overflow policy of the queue: **reject** — ``submit`` raises ``Overloaded`` when ``max_queue`` jobs
 wait, and the caller (a session) retries with its next job once its audio moves on.
@@ -20,7 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from streamer.decoding.decode import DecodingResult
 from streamer.engine import Engine
@@ -47,17 +46,14 @@ class SchedulerStats:
     jobs: int = 0
     busy_seconds: float = 0.0
     audio_seconds: float = 0.0  # audio decoded (windows overlap, so more than the streams' audio)
-    shortened: int = 0  # windows encoded at busy_encoder_seconds
     errors: int = 0
 
 
 class Scheduler:
     def __init__(
-        self, engine: Engine, max_queue: int = 256, max_batch: int | None = None,
-        busy_encoder_seconds: float | None = 20.0, trim_interval: float = 10.0,
+        self, engine: Engine, max_queue: int = 256, max_batch: int | None = None, trim_interval: float = 10.0,
     ):
         self.engine = engine
-        self.busy_encoder_seconds = busy_encoder_seconds
         self.max_queue = max_queue
         self.max_batch = max_batch or engine.max_batch
         self.stats = SchedulerStats()
@@ -89,7 +85,7 @@ class Scheduler:
                 if not self._queue:
                     return
                 batch = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
-            jobs = [self._under_load(job, len(batch)) for job, _ in batch]
+            jobs = [job for job, _ in batch]
             began = time.perf_counter()
             outcomes = self._run_batch(jobs)
             self.stats.batches += 1
@@ -116,15 +112,6 @@ class Scheduler:
                 return [e]
         log.warning("a batch of %d windows failed: running them one at a time", len(jobs))
         return [outcome for job in jobs for outcome in self._run_batch([job])]
-
-    def _under_load(self, job: WindowJob, batch_size: int) -> WindowJob:
-        seconds = self.busy_encoder_seconds
-        if seconds is None or batch_size < 2 or job.final or job.encoder_seconds <= seconds:
-            return job
-        if len(job.audio) / 16000 + 2.0 > seconds:
-            return job
-        self.stats.shortened += 1
-        return replace(job, encoder_seconds=seconds)  # the callback still gets the session's own job
 
     def close(self, timeout: float | None = None) -> None:
         """Finish the queued jobs, then stop the thread. Idempotent."""

@@ -4,7 +4,7 @@
 inference slot (the uncommitted audio of the current utterance, prompted with earlier committed text,
 its own committed words forced as a prefix); ``complete`` turns the result into events:
 
-- while speech goes on, words on which the last ``agreement`` hypotheses agree are committed (a
+- while speech goes on, words on which the hypotheses of the last moments agree are committed (a
   ``final``, append-only) and the rest is the ``partial`` tail;
 - at speech_end (or ``finalize``) the whole utterance is decoded once more, with temperature fallback
   when the text looks like a loop or is improbable, and committed at once;
@@ -18,6 +18,7 @@ Nothing here blocks or knows about threads: the caller serialises calls.
 from __future__ import annotations
 
 import itertools
+import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,22 +42,17 @@ class StreamConfig:
     partials: bool = True
     interval: float = 0.3  # seconds of new audio between re-decodes of the utterance
     min_audio: float = 0.3  # shortest audio decoded for a partial
-    agreement: int = 2  # LocalAgreement-n: words the last n hypotheses share are committed
+    # LocalAgreement over time: a word is committed once every hypothesis of the last ``agree_span``
+    # seconds of audio (at least two hypotheses) agrees on it; a word the model is unsure of (probability
+    # under ``commit_probability``) needs ``unlikely_span``: hypotheses that heard more audio after it.
+    # Spans, not counts, so that a stream decoded less often under load commits on the same evidence.
+    agree_span: float = 0.25
+    unlikely_span: float = 1.2
+    commit_probability: float = 0.6
     commit_margin: float = 0.3  # ... and that end at least this long before the audio decoded
     first_commit_audio: float = 1.5  # an utterance's first words wait for this much audio (more context)
     max_window: float = 24.0  # longer uncommitted speech forces a commit (the model sees at most 30 s)
     trim_after: float = 12.0  # committed audio kept in the window before it moves to the prompt
-    # Opt-in: the next utterance's window starts with the last words of the one before (their audio in
-    # the window, their tokens forced) when it begins within carry_gap, so its first words are heard in
-    # context. Off by default: bench/streaming.py measures the same WER and latency without it, and the
-    # 4-client soak lost whole sentences to it (tiny.en continued the carried "7 of hearts" as "7 of the
-    # clubs" over a 7 s sentence) even with the guards below.
-    carry_seconds: float = 0.0
-    carry_gap: float = 2.0
-    # With carried words, a decode that gives fewer words than this per second of the utterance's own
-    # voiced audio (once 2 s are heard) is taken to be misled by them (tiny.en then repeats the carried
-    # words and drops a sentence): the utterance is decoded again without them.
-    carry_min_words_per_second: float = 0.6
     vad_aggressiveness: int = 2
     pre_roll_ms: int = 250
     hangover_ms: int = 500
@@ -69,18 +65,27 @@ class StreamConfig:
     fallback_temperatures: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)
     max_tokens_per_second: float = 8.0
     min_word_probability: float = 0.1  # a hypothesis whose every word is less likely is noise
-    commit_probability: float = 0.6  # a less likely word needs one more hypothesis to agree ...
-    unlikely_margin: float = 1.0  # ... or to end this long before the audio decoded
     # AlignAtt: a word this likely, which the alignment heads place this long before the end of the
     # audio decoded, is committed from one hypothesis (no need to wait for the next to agree)
     align_probability: float = 0.9
     align_margin: float = 0.7
     voice_margin: float = 0.2  # a word is over speech if the VAD heard voice within this of it
     buffer_seconds: float = 60.0
-    # whisper.cpp's audio_ctx: encode a window that fits with 2 s to spare padded to this many seconds
-    # instead of 30 (cheaper, attention is quadratic). Off (30) by default: bench/streaming.py measures
-    # the WER cost first.
-    encoder_seconds: float = 30.0
+    # whisper.cpp's audio_ctx: the encoder sees a window's audio padded with at least ``encoder_pad``
+    # seconds of silence, rounded up to whole ``encoder_step`` seconds (at most 30), instead of always
+    # 30 s: its cost follows the audio (attention is quadratic in it). None: always 30 s. An utterance's
+    # final decode (which commits its last words) has its own, ``final_encoder_pad``.
+    encoder_pad: float | None = 4.0
+    final_encoder_pad: float | None = None
+    encoder_step: float = 1.0
+    draft: bool = True  # decode from the last hypothesis as a draft (the same text, found faster)
+
+    def encoder_seconds(self, audio_seconds: float, final: bool = False) -> float:
+        """How many seconds the encoder sees for a window of ``audio_seconds``."""
+        pad = self.final_encoder_pad if final else self.encoder_pad
+        if pad is None:
+            return 30.0
+        return min(30.0, math.ceil((audio_seconds + pad) / self.encoder_step) * self.encoder_step)
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,7 @@ class WindowJob:
     sample_len: int
     final: bool  # the utterance ended at the window's end: commit everything
     encoder_seconds: float = 30.0  # the encoder may see the audio padded to this much only (audio_ctx)
+    draft: tuple[int, ...] = ()  # the tokens the last hypothesis had after the prefix (a decoding draft)
 
     @property
     def end(self) -> int:
@@ -105,9 +111,10 @@ class WindowJob:
 _job_ids = itertools.count()
 
 
-def _shared(words: Sequence[Word], hypotheses: Sequence[Sequence[Word]]) -> int:
-    """How many leading words ``words`` shares with every one of ``hypotheses``."""
-    return min((agreed_prefix(h, words) for h in hypotheses), default=len(words))
+@dataclass(frozen=True)
+class Hypothesis:
+    end: float  # seconds of stream audio the decode heard
+    words: tuple[Word, ...]  # its words after the committed ones
 
 
 class StreamSession:
@@ -122,9 +129,7 @@ class StreamSession:
         self._segments: deque[list[int | None]] = deque()  # [start, end or None] of speech, oldest first
         self._window_start: int | None = None
         self._committed: list[Word] = []  # committed words of the current window (its forced prefix)
-        self._carried = 0  # how many of them were carried over from the utterance before (already in context)
-        self._carry: list[Word] = []  # the last utterance's last words, for the next one
-        self._previous: deque[list[Word]] = deque(maxlen=config.agreement)  # newest last
+        self._history: deque[Hypothesis] = deque(maxlen=16)  # this utterance's recent hypotheses, newest last
         self._last_job_end = 0
         self._in_flight: WindowJob | None = None
         self._attempts: list[tuple[DecodingResult, int | None]] = []  # a final's tries: result, loop start
@@ -185,49 +190,16 @@ class StreamSession:
         return events
 
     def _start_window(self) -> None:
-        """The oldest speech segment begins a window, with the words carried over if it follows closely."""
-        start = self._segments[0][0]
-        assert start is not None
-        carry = self._carry
-        self._carry = []
-        if carry and start - carry[-1].end * SAMPLE_RATE <= self.config.carry_gap * SAMPLE_RATE:
-            carried_from = int(carry[0].start * SAMPLE_RATE)
-            if carried_from >= self.ring.start:
-                self._committed = list(carry)
-                self._carried = len(carry)
-                self._window_start = carried_from
-                return
-        self._window_start = start
-
-    def _misled_by_carry(self, job: WindowJob, words: list[Word]) -> bool:
-        own_start = self._segments[0][0]
-        assert own_start is not None
-        voiced = self.vad.voiced_seconds(own_start, job.end)
-        heard = len(self._committed) - self._carried + len(words)
-        return voiced >= 2.0 and heard < self.config.carry_min_words_per_second * voiced
-
-    def _drop_carry(self) -> None:
-        """The utterance's window starts at its own speech again, without the carried words."""
-        del self._committed[: self._carried]
-        self._carried = 0
-        self._attempts.clear()
-        self._previous.clear()
-        start = self._segments[0][0]
-        assert start is not None
-        self._window_start = start
+        """The oldest speech segment begins a window."""
+        self._window_start = self._segments[0][0]
 
     def _trim(self) -> None:
         if self._window_start is not None:
             keep = self._window_start
         elif self._segments:
             keep = self._segments[0][0] or 0
-        else:  # idle: keep enough for the VAD's pre-roll, and the audio of words to carry
+        else:  # idle: keep enough for the VAD's pre-roll
             keep = self.ring.end - SAMPLE_RATE
-            if self._carry:
-                if self.ring.end - self._carry[-1].end * SAMPLE_RATE > self.config.carry_gap * SAMPLE_RATE:
-                    self._carry = []  # the next utterance starts too late to be heard with them
-                else:
-                    keep = min(keep, int(self._carry[0].start * SAMPLE_RATE))
         self.ring.trim(min(max(self.ring.start, keep), self.ring.end))
 
     # -- jobs out -----------------------------------------------------------------------------------
@@ -255,14 +227,15 @@ class StreamSession:
         temperature = temperatures[min(len(self._attempts), len(temperatures) - 1)] if final else 0.0
         prefix = tuple(t for w in self._committed for t in w.tokens)
         seconds = (end - start) / SAMPLE_RATE
-        cheap = not final and seconds + 2.0 <= config.encoder_seconds  # an utterance's last decode sees 30 s
-        encoder_seconds = config.encoder_seconds if cheap else 30.0
         sample_len = max(8, int(10 + config.max_tokens_per_second * seconds) - len(prefix))
         prompt = tuple(self._context) if config.condition_on_previous_text else tuple(config.initial_prompt)
+        draft: tuple[int, ...] = ()
+        if config.draft and temperature == 0 and self._history:
+            draft = tuple(t for w in self._history[-1].words for t in w.tokens)
         job = WindowJob(
             id=next(_job_ids), start=start, audio=self.ring.view(start, end).copy(), prompt=prompt, prefix=prefix,
             language=self.language, task=config.task, temperature=temperature, sample_len=sample_len, final=final,
-            encoder_seconds=encoder_seconds,
+            encoder_seconds=config.encoder_seconds(seconds, final), draft=draft,
         )
         self._in_flight = job
         self._last_job_end = end
@@ -296,9 +269,6 @@ class StreamSession:
         )
         if loop_at is not None:
             self._context.clear()  # a loop is often primed by the prompt
-            if self._carried:  # or by the words carried from the utterance before: decode without them
-                self._drop_carry()
-                return []
         if job.final:
             self._attempts.append((result, loop_at))
             if doubtful and not silent and len(self._attempts) <= len(config.fallback_temperatures):
@@ -308,9 +278,6 @@ class StreamSession:
         if not job.final and doubtful and loop_at is None and not silent:
             return []  # an unreliable decode mid-utterance: keep what we have, wait for the next one
         words = [] if silent else self._new_words(job, result, loop_at)
-        if self._carried and not silent and self._misled_by_carry(job, words):
-            self._drop_carry()
-            return []
         if words and max(w.probability for w in words) < config.min_word_probability:
             words = []
         if job.final:
@@ -374,13 +341,9 @@ class StreamSession:
     def _commit_utterance(self, job: WindowJob, words: list[Word]) -> list[Event]:
         events = self._commit([w for w in words if self._over_speech(w)], closes=True)
         events += self._show(())
-        self._context.extend(t for w in self._committed[self._carried :] for t in w.tokens)
-        if self._committed and self.config.carry_seconds > 0:
-            last = self._committed[-1].end
-            self._carry = [w for w in self._committed if w.start >= last - self.config.carry_seconds]
+        self._context.extend(t for w in self._committed for t in w.tokens)
         self._committed.clear()
-        self._carried = 0
-        self._previous.clear()
+        self._history.clear()
         self._segments.popleft()
         self._window_start = None
         if self._segments:
@@ -391,21 +354,23 @@ class StreamSession:
     def _settled(self, job: WindowJob, words: list[Word]) -> int:
         """How many leading words are settled enough to commit, by agreement or by alignment."""
         config = self.config
-        # LocalAgreement-n: the words the last n hypotheses (this one included) share; an unlikely word
-        # (a guess the model may revise) must also agree with one hypothesis more, or lie well inside.
-        previous = list(self._previous)
-        need = config.agreement - 1
-        n_likely = _shared(words, previous[len(previous) - need :]) if len(previous) >= need else 0
-        n_unlikely = _shared(words, previous) if len(previous) > need else 0
         audio_end = job.end / SAMPLE_RATE
+        # For each word, how long before this decode the oldest hypothesis lies from which every one to
+        # this agrees on the words up to it (0 if even the last one disagrees).
+        spans = [0.0] * len(words)
+        agreed = len(words)
+        for h in reversed(self._history):
+            agreed = min(agreed, agreed_prefix(h.words, words))
+            if agreed == 0:
+                break
+            for i in range(agreed):
+                spans[i] = audio_end - h.end
         n = 0
-        for w in words:
-            likely = w.probability >= config.commit_probability
-            inside = w.end <= audio_end - config.unlikely_margin
-            agreed = n < n_likely and (n < n_unlikely or likely or inside)
+        for w, span in zip(words, spans, strict=True):
+            need = config.agree_span if w.probability >= config.commit_probability else config.unlikely_span
             # AlignAtt: a confident word that the alignment heads place well before the end of the audio.
             aligned = w.probability >= config.align_probability and w.end <= audio_end - config.align_margin
-            if not (agreed or aligned):
+            if not ((span > 0 and span >= need) or aligned):
                 break
             n += 1
         return n
@@ -418,7 +383,7 @@ class StreamSession:
         if forced:  # too long uncommitted: commit all but the words of the last second
             limit = job.end / SAMPLE_RATE - 1.0
             n = max(n, sum(1 for w in words if w.end <= limit))
-        fresh = len(self._committed) == self._carried  # nothing committed yet in this utterance
+        fresh = not self._committed  # nothing committed yet in this utterance
         if fresh and job.end - window_start < config.first_commit_audio * SAMPLE_RATE:
             n = 0
         margin_end = job.end / SAMPLE_RATE - config.commit_margin
@@ -433,14 +398,35 @@ class StreamSession:
             committed.append(w)
         events = self._commit(committed)
         tail = words[len(committed) :]
-        self._previous.append(tail)
+        self._rebase_history(committed)
+        self._history.append(Hypothesis(job.end / SAMPLE_RATE, tuple(tail)))
+        self._forget_old_hypotheses(job.end / SAMPLE_RATE)
         events += self._show(tail)
         if forced and not committed:  # the model hears no words in a long window: let its older part go
             self._window_start = max(window_start, job.end - SAMPLE_RATE)
-            self._previous.clear()
+            self._history.clear()
         if self._committed and self._committed[-1].end - window_start / SAMPLE_RATE > config.trim_after:
-            self._context.extend(t for w in self._committed[self._carried :] for t in w.tokens)
+            self._context.extend(t for w in self._committed for t in w.tokens)
             self._window_start = max(window_start, int(self._committed[-1].end * SAMPLE_RATE))
             self._committed.clear()
-            self._carried = 0
         return events
+
+    def _rebase_history(self, committed: Sequence[Word]) -> None:
+        """Words were committed: each kept hypothesis loses them from its front, and one that said
+        otherwise is dropped (it no longer supports anything after them)."""
+        if not committed:
+            return
+        kept = [
+            Hypothesis(h.end, h.words[len(committed) :])
+            for h in self._history
+            if agreed_prefix(h.words, committed) == len(committed)
+        ]
+        self._history.clear()
+        self._history.extend(kept)
+
+    def _forget_old_hypotheses(self, now: float) -> None:
+        """Hypotheses older than the longest span a rule looks back over are no longer needed (the
+        newest older one is kept: it is what a span reaches back to)."""
+        horizon = now - max(self.config.agree_span, self.config.unlikely_span)
+        while len(self._history) > 2 and self._history[1].end <= horizon:
+            self._history.popleft()

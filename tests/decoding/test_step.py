@@ -9,7 +9,7 @@ import torch
 from streamer.audio import load_audio
 from streamer.engine import Engine, Request
 from streamer.errors import StreamerError
-from streamer.mel import log_mel_spectrogram
+from streamer.mel import log_mel_spectrogram, log_mel_windows
 from streamer.model.loading import LoadedModel, load_model
 from tests.conftest import FIXTURES
 
@@ -55,10 +55,37 @@ def test_each_bucket_is_made_once_and_reused(tiny: LoadedModel) -> None:
     engine = Engine(tiny, max_batch=4, step="static")
     for n in (1, 3, 4, 2, 3, 1):
         engine.decode(requests(engine, n))
-    assert engine.graphs is not None and sorted(engine.graphs.steps) == [(1, 1500), (2, 1500), (4, 1500)]
-    buffers = engine.graphs.steps[(4, 1500)].buffers.logits.data_ptr()
+    assert engine.graphs is not None
+    assert sorted(engine.graphs.steps) == [(1, 1500, False), (2, 1500, False), (4, 1500, False)]
+    buffers = engine.graphs.steps[(4, 1500, False)].buffers.logits.data_ptr()
     engine.decode(requests(engine, 3))
-    assert engine.graphs.captures == 3 and engine.graphs.steps[(4, 1500)].buffers.logits.data_ptr() == buffers
+    assert engine.graphs.captures == 3 and engine.graphs.steps[(4, 1500, False)].buffers.logits.data_ptr() == buffers
+
+
+def streaming_requests(engine: Engine, n: int) -> list[Request]:
+    """n greedy requests without timestamps (as streaming decodes), of encoder outputs of 4 to 12 s, with
+    drafts: the right text, a wrong first token, or none."""
+    tok = engine.tokenizer
+    out = []
+    for i, clip in enumerate((CLIPS * 2)[:n]):
+        audio = load_audio(FIXTURES / clip)
+        seconds = 4 + 4 * (i % 3)
+        mel = log_mel_windows([audio], seconds * 100)
+        features = engine.encode(mel, audio_ctx=seconds * 50)[0]
+        frames = min(len(audio) // 160, seconds * 100)
+        plain = Request(features, timestamps=False, word_timestamps=True, n_frames=frames)
+        right = engine.decode([plain])[0].tokens
+        draft = (tuple(right), (tok.encode(" Zebra")[0], *right[1:]), ())[i % 3]
+        out.append(Request(features, timestamps=False, word_timestamps=True, n_frames=plain.n_frames, draft=draft))
+    return out
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_the_fixed_shape_streaming_step_gives_the_eager_tokens(engines: tuple[Engine, Engine], n: int) -> None:
+    eager, static = engines
+    batch = streaming_requests(eager, n)
+    assert tokens(static, batch) == tokens(eager, batch)
+    assert static.graphs is not None and any(greedy for _, _, greedy in static.graphs.steps)
 
 
 def test_cuda_graphs_are_refused_without_a_gpu(tiny: LoadedModel) -> None:
@@ -89,7 +116,17 @@ def test_graphs_are_captured_once_per_bucket_not_per_request(gpu_model: LoadedMo
     for n in (1, 2, 3, 4, 8, 1, 3, 8):
         engine.decode(requests(engine, n))
     assert engine.graphs is not None
-    assert sorted(engine.graphs.steps) == [(1, 1500), (2, 1500), (4, 1500), (8, 1500)]
+    assert sorted(engine.graphs.steps) == [(1, 1500, False), (2, 1500, False), (4, 1500, False), (8, 1500, False)]
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("n", [1, 3, 6])
+def test_streaming_graphs_give_the_eager_tokens(gpu_model: LoadedModel, n: int) -> None:
+    """Greedy rows without timestamps, of several audio lengths (one padded batch), with drafts."""
+    eager = Engine(gpu_model, max_batch=8, step="eager")
+    graphed = Engine(gpu_model, max_batch=8, step="graph")
+    batch = streaming_requests(eager, n)
+    assert tokens(graphed, batch) == tokens(eager, batch)
 
 
 @pytest.mark.cuda

@@ -20,7 +20,7 @@ def job(audio: np.ndarray, prompt: tuple[int, ...] = ()) -> WindowJob:
 
 def run_together(engine, jobs: list[WindowJob]) -> tuple[list[DecodingResult | BaseException], Scheduler]:
     """Submit ``jobs`` right after a 30 s window, so they run as one batch (with it, or after it)."""
-    scheduler = Scheduler(engine, busy_encoder_seconds=None)
+    scheduler = Scheduler(engine)
     outcomes: list[DecodingResult | BaseException | None] = [None] * len(jobs)
     done = threading.Semaphore(0)
 

@@ -1,0 +1,129 @@
+"""What the commands share: the argument parser, value types, the model options, signals."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NoReturn
+
+from streamer.errors import StreamerError
+
+if TYPE_CHECKING:
+    import torch
+
+    from streamer.engine import Engine
+    from streamer.model.loading import LoadedModel
+
+log = logging.getLogger(__name__)
+
+EXIT_USAGE = 2
+COMPUTE_TYPES = ("float32", "int8", "float16", "bfloat16")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but errors are one line and exit with code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value!r}")
+    return n
+
+
+def non_negative_float(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if not x >= 0 or x == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {value!r}")
+    return x
+
+
+def positive_float(value: str) -> float:
+    x = non_negative_float(value)
+    if x == 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value!r}")
+    return x
+
+
+def add_model_options(p: argparse.ArgumentParser, device_flag: str = "--device") -> None:
+    """--model, the device, --compute-type, --threads and (for the streaming engine) --no-cuda-graphs."""
+    p.add_argument("--model", default="tiny.en", help="bundled name (tiny.en, base) or a model path")
+    p.add_argument(device_flag, dest="compute_device", choices=("cpu", "cuda"), default="cpu",
+                   help="where the model runs")
+    p.add_argument("--compute-type", choices=COMPUTE_TYPES, default=None,
+                   help="weights precision (default: int8 on CPU, float16 on CUDA)")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for inference")
+    p.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
+                   help="on CUDA, run the decode step eagerly instead of as CUDA graphs")
+
+
+def device(name: str) -> torch.device:
+    import torch
+
+    if name == "cuda" and not torch.cuda.is_available():
+        raise StreamerError("--device cuda: CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def default_compute_type(args: argparse.Namespace, target: torch.device) -> str:
+    return str(args.compute_type or ("float16" if target.type == "cuda" else "int8"))
+
+
+def engine(args: argparse.Namespace, loaded: LoadedModel, target: torch.device, max_batch: int | None = None) -> Engine:
+    """The engine: int8 on the CPU, float16 and CUDA graphs on a GPU unless told otherwise."""
+    from streamer.engine import Engine
+
+    batch = max_batch or (128 if target.type == "cuda" else 16)
+    return Engine(loaded, max_batch=batch, compute_type=default_compute_type(args, target),
+                  step="auto" if args.cuda_graphs else "eager")
+
+
+def language(name: str | None) -> str | None:
+    from streamer.tokenizer import LANGUAGES, TO_LANGUAGE_CODE
+
+    if name is None:
+        return None
+    code = TO_LANGUAGE_CODE.get(name.lower(), name.lower())
+    if code not in LANGUAGES:
+        raise StreamerError(f"--language: unknown language {name!r}")
+    return code
+
+
+def token(args: argparse.Namespace) -> str | None:
+    return args.token or os.environ.get("STREAMER_TOKEN") or None
+
+
+def install_signals(loop: asyncio.AbstractEventLoop, first: Callable[[], None]) -> None:
+    """SIGTERM/SIGINT: the first runs ``first`` (an orderly stop), a second exits at once."""
+    count = 0
+
+    def on_signal() -> None:
+        nonlocal count
+        count += 1
+        if count > 1:
+            log.warning("second signal: exiting now")
+            os._exit(1)
+        first()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)

@@ -1,0 +1,83 @@
+"""``streamer serve``: the WebSocket daemon (protocol v1 at /v1/stream)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from streamer.cli.common import (
+    Parser,
+    add_model_options,
+    device,
+    engine,
+    install_signals,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    set_threads,
+    token,
+)
+from streamer.errors import StreamerError
+
+
+def add(sub: argparse._SubParsersAction[Parser]) -> None:
+    v = sub.add_parser("serve", help="run the WebSocket daemon (protocol v1 at /v1/stream)")
+    v.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    v.add_argument("--port", type=int, default=8765, help="TCP port (0: any free port)")
+    v.add_argument("--token", default=None, help="require this token (default: $STREAMER_TOKEN, if set)")
+    v.add_argument("--max-sessions", type=positive_int, default=8, help="concurrent sessions (more get 1013)")
+    v.add_argument("--origins", nargs="+", default=None, help="allowed browser Origin headers (default: any)")
+    v.add_argument("--tls-cert", default=None, help="certificate (PEM) for wss://")
+    v.add_argument("--tls-key", default=None, help="private key (PEM) for --tls-cert")
+    add_model_options(v)
+    v.add_argument("--max-batch", type=positive_int, default=None,
+                   help="windows decoded together at most (default: 16 on CPU, 128 on CUDA)")
+    v.add_argument("--resume-grace", type=non_negative_float, default=30.0,
+                   help="seconds a dropped session waits for its client to resume it (0: no resume)")
+    v.add_argument("--max-session-minutes", type=non_negative_float, default=0.0,
+                   help="close a session after this much audio, its finals sent first (0: no limit)")
+    v.add_argument("--web", nargs="?", const="", default=None, metavar="DIR",
+                   help="serve the browser caption page at / (default DIR: clients/web)")
+    v.add_argument("--idle-timeout", type=positive_float, default=60.0,
+                   help="close a session after this many seconds without a message")
+    v.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise StreamerError("--tls-cert and --tls-key go together")
+    if not 0 <= args.port <= 65535:
+        raise StreamerError(f"--port: {args.port} is not a TCP port")
+    target = device(args.compute_device)
+    set_threads(args.threads)
+
+    from streamer.daemon.server import Daemon, ServeOptions
+    from streamer.daemon.web import check_web_dir, default_web_dir
+    from streamer.model.loading import load_model
+
+    loaded = load_model(args.model, device=target)
+    options = ServeOptions(
+        host=args.host, port=args.port, token=token(args),
+        max_sessions=args.max_sessions, origins=args.origins, tls_cert=args.tls_cert, tls_key=args.tls_key,
+        resume_grace=args.resume_grace, idle_timeout=args.idle_timeout,
+        web_dir=None if args.web is None else check_web_dir(args.web or default_web_dir()),
+        max_session_seconds=60 * args.max_session_minutes if args.max_session_minutes else None,
+    )
+    streaming = engine(args, loaded, target, args.max_batch)
+
+    async def serve() -> None:
+        daemon = Daemon(streaming, loaded.name, options)
+        loop = asyncio.get_running_loop()
+
+        def stop() -> None:
+            loop.create_task(daemon.shutdown())
+
+        install_signals(loop, stop)
+        try:
+            await daemon.start()
+        except OSError as e:
+            raise StreamerError(f"cannot listen on {args.host}:{args.port}: {e.strerror}") from None
+        await daemon.wait_stopped()
+
+    asyncio.run(serve())
+    return 0
