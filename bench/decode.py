@@ -8,7 +8,8 @@ Prints, for the bundled tiny.en on a fixture clip: offline transcription wall ti
 faster-whisper is installed (``pip install 'streamer[bench]'``), the same clip through faster-whisper
 int8 on the same weights in the same run, with the ratio. Decode steps run eagerly ("eager": attending to
 the positions used so far) and as the fixed-shape step of a batch bucket ("static"); with ``--device cuda``
-also as that step's CUDA graph ("graph"), for each model, in float16.
+also as that step's CUDA graph ("graph", and "streaming graph": the step of greedy rows without
+timestamps, as streaming decodes), for each model (bundled, or random:SHAPE), in float16.
 """
 
 from __future__ import annotations
@@ -49,10 +50,11 @@ def offline(compute_type: str, audio: np.ndarray, repeat: int) -> tuple[float, s
 
 
 def step_latency(model_name: str, compute_type: str, batch: int, mode: str, device: torch.device,
-                 steps: int = 32) -> float:
+                 steps: int = 32, greedy_text: bool = False) -> float:
     """Seconds per one-token decode step (rules, pick, decoder) for ``batch`` rows over a 30 s encoder
     output. mode: "eager" (attends to the positions used so far), "static" (the fixed-shape step run
-    eagerly) or "graph" (that step replayed as a CUDA graph)."""
+    eagerly) or "graph" (that step replayed as a CUDA graph). ``greedy_text``: the streaming step (greedy
+    rows without timestamps: only their rules, no sampling)."""
     engine = Engine(load_model(model_name, device=device), max_batch=batch, compute_type=compute_type, step=mode)
     model = engine.model
     dims = model.dims
@@ -61,7 +63,7 @@ def step_latency(model_name: str, compute_type: str, batch: int, mode: str, devi
         model.decoder.set_audio(features, engine.cache)
         rows = torch.zeros(batch, dtype=torch.long, device=device)
         prompt = torch.full((batch, dims.n_text_ctx + 1), engine.tokenizer.sot, device=device)
-        runner = engine.graphs.get(batch, dims.n_audio_ctx) if engine.graphs is not None else None
+        runner = engine.graphs.get(batch, dims.n_audio_ctx, greedy_text) if engine.graphs is not None else None
         if runner is not None:
             buffers = runner.buffers
         else:
@@ -69,14 +71,14 @@ def step_latency(model_name: str, compute_type: str, batch: int, mode: str, devi
 
         def run() -> float:
             buffers.load(torch.zeros(batch, dims.n_vocab, device=device), prompt, rows + 1, rows.float(),
-                         rows + dims.n_text_ctx, rows == 0)
+                         rows + dims.n_text_ctx, (rows == 0) & (not greedy_text))
             sync(device)
             t0 = time.perf_counter()
             for i in range(steps):
                 if runner is not None:
                     runner.replay()
                 else:
-                    forward(model, engine.cache, buffers, pick(engine.rules, buffers), kv_len=i + 2)
+                    forward(model, engine.cache, buffers, pick(engine.rules, buffers, greedy_text), kv_len=i + 2)
             sync(device)
             return (time.perf_counter() - t0) / steps
 
@@ -148,10 +150,11 @@ def main() -> None:
 
 def gpu_steps(models: list[str], batches: list[int]) -> None:
     cuda = torch.device("cuda")
-    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, float16")
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, float16, 30 s encoder output")
     for model_name in models:
         for batch in batches:
             t = {mode: step_latency(model_name, "float16", batch, mode, cuda) for mode in ("eager", "static", "graph")}
+            t["streaming graph"] = step_latency(model_name, "float16", batch, "graph", cuda, greedy_text=True)
             line = ", ".join(f"{mode} {v * 1000:6.3f} ms ({batch / v:8.0f} tokens/s)" for mode, v in t.items())
             print(f"decode step {model_name} batch {batch:3d}: {line}; graph vs eager {t['eager'] / t['graph']:.1f}x")
 

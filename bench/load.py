@@ -1,15 +1,15 @@
 """Load generator: N WebSocket clients streaming speech at 1x to a real daemon, from several processes.
 
     python bench/load.py --clients 6 [--procs 2] [--sets librivox,cards] [--frame 0.05] [--stagger 3]
-    python bench/load.py --clients 1,2,4,6,8                      # a curve: one daemon run per count
+    python bench/load.py --clients 1,2,4,6,8                      # a curve: one run per count
     python bench/load.py --url ws://HOST:PORT/v1/stream --pid PID  # against a running daemon
-    python bench/load.py --clients 256 --procs 14 --serve "--device cuda --max-sessions 600"
+    python bench/load.py --clients 64,256 --procs 14 --serve "--device cuda --max-batch 256"
 
-Starts ``streamer serve --port 0`` (with ``--serve`` options) in its own process unless ``--url`` names
-a running one. Client processes (``--procs``, spawned) each run their share of the clients on one event
-loop; every client streams the program (``--sets``, joined with 1 s gaps, bench/speech.py) in real
-time as pcm_s16le frames of ``--frame`` seconds, starting ``--stagger`` seconds apart in all, then
-sends ``end`` and reads until ``done``.
+Starts ``streamer serve --port 0`` (with ``--serve`` options) in its own process, once for the whole
+curve, unless ``--url`` names a running one. Client processes (``--procs``, spawned) each run their
+share of the clients on one event loop; every client streams the program (``--sets``, joined with 1 s
+gaps, bench/speech.py) in real time as pcm_s16le frames of ``--frame`` seconds, the clients starting
+spread over ``--stagger`` seconds, then sends ``end`` and reads until ``done``.
 
 A word's latency is the time its final (or, for partials, its first hypothesis) reaches the client
 minus the time the client sent the end of that word (reference times from an offline alignment). Prints
@@ -143,11 +143,12 @@ def metrics(url: str) -> dict[str, float]:
     return out
 
 
-def histogram_quantile(m: dict[str, float], name: str, q: float) -> float:
-    """Upper bound of the bucket holding quantile ``q`` of a /metrics histogram."""
+def histogram_quantile(m: dict[str, float], name: str, q: float, before: dict[str, float] | None = None) -> float:
+    """Upper bound of the bucket holding quantile ``q`` of a /metrics histogram (of what was observed
+    since ``before``, when given)."""
     buckets = sorted(
-        ((float("inf") if k.endswith("+Inf") else float(k.split("@")[1]), v) for k, v in m.items()
-         if k.startswith(name + "_bucket@")),
+        ((float("inf") if k.endswith("+Inf") else float(k.split("@")[1]), v - (before or {}).get(k, 0.0))
+         for k, v in m.items() if k.startswith(name + "_bucket@")),
     )
     if not buckets or buckets[-1][1] == 0:
         return float("nan")
@@ -162,6 +163,7 @@ class Sampler:
         self.pid, self.period = pid, period
         self.rss: list[float] = []
         self.gpu: list[float] = []
+        self.gpu_memory: list[float] = []  # MiB
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._smi = shutil.which("nvidia-smi")
@@ -175,10 +177,12 @@ class Sampler:
                     if found:
                         self.rss.append(int(found.group(1)) / 1024)
             if self._smi:
-                out = subprocess.run([self._smi, "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
-                                     capture_output=True, text=True).stdout.strip().splitlines()
-                if out:
-                    self.gpu.append(float(out[0]))
+                out = subprocess.run([self._smi, "--query-gpu=utilization.gpu,memory.used",
+                                      "--format=csv,noheader,nounits"], capture_output=True, text=True).stdout
+                if out.strip():
+                    utilisation, memory = out.strip().splitlines()[0].split(",")
+                    self.gpu.append(float(utilisation))
+                    self.gpu_memory.append(float(memory))
 
     def __enter__(self) -> Sampler:
         self._thread.start()
@@ -192,12 +196,19 @@ class Sampler:
 # -- one run ---------------------------------------------------------------------------------------
 
 
-def run(args: argparse.Namespace, n: int, prog: Program, refs: list[RefWord]) -> dict:
-    proc = None
-    url, pid = args.url, args.pid
-    if url is None:
-        proc, url = start_daemon([*shlex.split(args.serve), "--max-sessions", str(max(n, 1))])
-        pid = proc.pid
+def profile(pid: int, seconds: float, delay: float, out: Path) -> subprocess.Popen[bytes] | None:
+    """py-spy (when installed) samples the daemon for ``seconds`` after ``delay``, into ``out`` (collapsed
+    stacks, one line per stack with its sample count, every thread)."""
+    spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if spy is None:
+        print("py-spy is not installed: no profile", file=sys.stderr)
+        return None
+    record = f"{spy} record --nonblocking --threads --format raw -d {seconds:g} -o {out} --pid {pid}"
+    command = f"sleep {delay:.1f} && {record}"
+    return subprocess.Popen(["sh", "-c", command], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def run(args: argparse.Namespace, n: int, prog: Program, refs: list[RefWord], url: str, pid: int | None) -> dict:
     headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
     pcm = (np.clip(prog.audio, -1, 1) * 32767).astype("<i2").tobytes()
     frame_bytes = 2 * int(args.frame * SAMPLE_RATE)
@@ -206,37 +217,39 @@ def run(args: argparse.Namespace, n: int, prog: Program, refs: list[RefWord]) ->
     shares = [starts[p :: args.procs] for p in range(args.procs)]
     before = metrics(url)
     t0 = time.monotonic()
-    try:
-        with Sampler(pid) as sampler, mp.get_context("spawn").Pool(args.procs) as pool:
-            outcomes = pool.map(_worker, [(url, pcm, frame_bytes, s, headers) for s in shares if s])
-        wall = time.monotonic() - t0
-        after = metrics(url)
-    finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(60)
-    clients = [c for group in outcomes for c in group]
-    offsets = [t - began for group in shares for t in group]  # each client's start on the run's clock
+    spy = None
+    if args.profile and pid is not None and n == args.profile_clients:
+        spy = profile(pid, args.profile, began - time.time() + args.stagger + 5, args.profile_dir / f"daemon-{n}.txt")
+    with Sampler(pid) as sampler, mp.get_context("spawn").Pool(args.procs) as pool:
+        outcomes = pool.map(_worker, [(url, pcm, frame_bytes, s, headers) for s in shares if s])
+    wall = time.monotonic() - t0
+    after = metrics(url)
+    if spy is not None:
+        spy.wait(60)
+    clients = [c for group in outcomes for c in group]  # arrival times are on each client's own clock
     result: dict = {"clients": n, "audio_seconds": prog.seconds, "wall": wall, "errors": [c["error"] for c in clients
                                                                                           if c["error"]]}
     busy = after.get("streamer_inference_busy_seconds", 0.0) - before.get("streamer_inference_busy_seconds", 0.0)
     audio = after.get("streamer_audio_seconds_total", 0.0) - before.get("streamer_audio_seconds_total", 0.0)
     result["busy_share"] = busy / wall
     result["rtf"] = busy / max(1e-9, audio)
-    result["hypothesis_lag_p50"] = histogram_quantile(after, "streamer_hypothesis_lag_seconds", 0.5)
-    result["hypothesis_lag_p90"] = histogram_quantile(after, "streamer_hypothesis_lag_seconds", 0.9)
-    result["windows"] = after.get("streamer_inference_windows", float("nan"))
-    result["batch_mean"] = after.get("streamer_inference_windows", 0.0) / max(1.0, after.get(
-        "streamer_inference_batches", 0.0))
+    result["hypothesis_lag_p50"] = histogram_quantile(after, "streamer_hypothesis_lag_seconds", 0.5, before)
+    result["hypothesis_lag_p90"] = histogram_quantile(after, "streamer_hypothesis_lag_seconds", 0.9, before)
+    windows = after.get("streamer_inference_windows", 0.0) - before.get("streamer_inference_windows", 0.0)
+    batches = after.get("streamer_inference_batches", 0.0) - before.get("streamer_inference_batches", 0.0)
+    result["windows"] = windows
+    result["batch_mean"] = windows / max(1.0, batches)
+    result["loop_lag_max"] = after.get("streamer_loop_lag_max_seconds", float("nan"))
     result["rss_peak_mib"] = max(sampler.rss, default=float("nan"))
     result["gpu_util_mean"] = statistics.fmean(sampler.gpu) if sampler.gpu else float("nan")
+    result["gpu_memory_peak_mib"] = max(sampler.gpu_memory, default=float("nan"))
     if args.words:
         human = prog.human()
         finals_all, partials_all, per_client = [], [], []
-        for c, offset in zip(clients, offsets, strict=True):
+        for c in clients:
             mine = [replace(r) for r in refs]
             for kind, word, start, arrival in c["words"]:
-                mark_seen(mine, word, start, arrival - offset, kind == "final")
+                mark_seen(mine, word, start, arrival, kind == "final")
             final_lat = [r.final_seen - r.end for r in mine if r.final_seen is not None]
             partial_lat = [r.partial_seen - r.end for r in mine if r.partial_seen is not None]
             got = normalize_words(" ".join(c["finals"]))
@@ -260,7 +273,9 @@ def report(r: dict, verbose: bool) -> None:
           f"inference busy {100 * r['busy_share']:.0f}% of wall time, real-time factor {r['rtf']:.3f}, "
           f"{r['windows']:.0f} windows in batches of {r['batch_mean']:.1f} on average, hypothesis lag "
           f"p50 <= {r['hypothesis_lag_p50']:g} s p90 <= {r['hypothesis_lag_p90']:g} s, daemon RSS peak "
-          f"{r['rss_peak_mib']:.0f} MiB, GPU utilisation {r['gpu_util_mean']:.0f}%, client errors {len(r['errors'])}")
+          f"{r['rss_peak_mib']:.0f} MiB, GPU utilisation {r['gpu_util_mean']:.0f}% (memory peak "
+          f"{r['gpu_memory_peak_mib']:.0f} MiB), event-loop lag max "
+          f"{1000 * r['loop_lag_max']:.0f} ms, client errors {len(r['errors'])}")
     for e in r["errors"][:5]:
         print("   error:", e)
     if "committed_p50" in r:
@@ -287,6 +302,9 @@ def main() -> None:
     parser.add_argument("--no-words", dest="words", action="store_false",
                         help="no word latency or WER (random-weight models)")
     parser.add_argument("--json", type=Path, default=None, help="save the figures here")
+    parser.add_argument("--profile", type=float, default=0.0,
+                        help="sample the daemon with py-spy for this many seconds (in the run of the most clients)")
+    parser.add_argument("--profile-dir", type=Path, default=Path("."), help="where the profiles go")
     parser.add_argument("-v", "--verbose", action="store_true", help="per-client figures")
     args = parser.parse_args()
     prog = program(args.sets.split(","))
@@ -296,13 +314,25 @@ def main() -> None:
         from streamer.model.loading import load_model
 
         refs = reference_words(Engine(load_model("tiny.en"), compute_type="int8"), prog)
+    counts = [int(x) for x in args.clients.split(",")]
+    args.profile_clients = max(counts)
+    proc = None
+    url, pid = args.url, args.pid
+    if url is None:  # one daemon for the whole curve, started once
+        proc, url = start_daemon([*shlex.split(args.serve), "--max-sessions", str(max(counts))])
+        pid = proc.pid
     results = []
-    for n in (int(x) for x in args.clients.split(",")):
-        result = run(args, n, prog, refs)
-        report(result, args.verbose)
-        results.append(result)
-        if args.json:
-            args.json.write_text(json.dumps(results, indent=1))
+    try:
+        for n in counts:
+            result = run(args, n, prog, refs, url, pid)
+            report(result, args.verbose)
+            results.append(result)
+            if args.json:
+                args.json.write_text(json.dumps(results, indent=1))
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(60)
     if args.words and results:
         print("client 0 finals:", results[-1]["finals_client0"])
 

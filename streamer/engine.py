@@ -20,7 +20,7 @@ from streamer.decoding.decode import DecodingOptions as _Defaults
 from streamer.decoding.decode import DecodingResult, compression_ratio, initial_tokens, suppress_list
 from streamer.decoding.greedy import RowRequest, decode_rows
 from streamer.decoding.rules import LogitRules
-from streamer.decoding.step import StepGraphs
+from streamer.decoding.step import BUCKETS, StepGraphs
 from streamer.errors import StreamerError
 from streamer.mel import pad_or_trim
 from streamer.model.loading import LoadedModel
@@ -109,6 +109,19 @@ class Engine:
     @property
     def device(self) -> torch.device:
         return self.model.device
+
+    def prepare_steps(self) -> int:
+        """Make (capture, on a GPU) the streaming decode step of every batch bucket and audio length now,
+        rather than at a batch's first use (a capture costs tens of milliseconds); returns how many."""
+        if self.graphs is None:
+            return 0
+        with torch.inference_mode():
+            for bucket in BUCKETS:
+                if bucket > self.max_batch:
+                    break
+                for n_audio in range(AUDIO_BUCKET, self.model.dims.n_audio_ctx + 1, AUDIO_BUCKET):
+                    self.graphs.get(bucket, n_audio, greedy_text=True)
+        return self.graphs.captures
 
     @torch.inference_mode()
     def encode(self, mels: Tensor, audio_ctx: int | None = None) -> Tensor:

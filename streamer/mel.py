@@ -107,12 +107,13 @@ def log_mel_windows(
     """Log-mel windows of ``n_frames`` frames for a batch of 16 kHz clips, (B, n_mels, n_frames).
 
     Each equals ``pad_or_trim(log_mel_spectrogram(audio, n_mels, padding=N_SAMPLES), n_frames)`` for a clip
-    of at most ``n_frames`` frames (the clamp is each clip's own), but only the frames kept are computed,
-    in one batched STFT on ``device``.
+    of at most ``n_frames`` frames (the clamp is each clip's own), but only the clips' own frames are
+    computed, in one batched STFT on ``device``: the frames of the padding after them, all silence, take
+    the value silence has after the clamp.
     """
     n_samples = n_frames * HOP_LENGTH
-    length = n_samples + N_FFT  # zeros past the window's end, as the 30 s padding would give
-    batch = np.zeros((len(audios), length), dtype=np.float32)
+    longest = min(n_samples, max((len(a) for a in audios), default=0))
+    batch = np.zeros((len(audios), longest + N_FFT), dtype=np.float32)  # zeros after each clip, as padding gives
     for i, audio in enumerate(audios):
         clip = np.asarray(audio, dtype=np.float32)[:n_samples]
         batch[i, : len(clip)] = clip
@@ -120,9 +121,12 @@ def log_mel_windows(
     if device is not None:
         x = x.to(device, non_blocking=True)
     stft = torch.stft(x, N_FFT, HOP_LENGTH, window=_hann(x.device), return_complex=True)  # (B, n_freqs, T)
-    power = stft[..., :n_frames].abs() ** 2
-    mel = mel_filters(n_mels).to(x.device) @ power  # (B, n_mels, n_frames)
+    computed = min(n_frames, stft.shape[-1] - 1)
+    power = stft[..., :computed].abs() ** 2
+    mel = mel_filters(n_mels).to(x.device) @ power  # (B, n_mels, computed)
     log_spec = torch.clamp(mel, min=1e-10).log10()
-    peak = log_spec.amax(dim=(1, 2), keepdim=True)  # (B, 1, 1)
-    log_spec = torch.maximum(log_spec, peak - 8.0)
+    floor = (log_spec.amax(dim=(1, 2), keepdim=True) - 8.0).clamp(min=-10.0)  # (B, 1, 1): silence, clamped
+    log_spec = torch.maximum(log_spec, floor)
+    if computed < n_frames:
+        log_spec = torch.cat([log_spec, floor.expand(-1, n_mels, n_frames - computed)], dim=2)
     return (log_spec + 4.0) / 4.0

@@ -158,7 +158,7 @@ def dtw_row_starts(cost: Tensor, n_rows: Tensor, n_cols: Tensor) -> Tensor:
     return starts
 
 
-ALIGN_ROWS = 64  # rows aligned together (bounds the memory of the (B, N, V) logits)
+ALIGN_ROWS = {"cpu": 64, "cuda": 256}  # rows aligned together (bounds the memory of the (B, N, V) logits)
 
 
 @torch.inference_mode()
@@ -169,10 +169,11 @@ def align(
 
     Up to ``ALIGN_ROWS`` rows are aligned at once: one decoder pass, then the attention matrices of all
     of them, padded to the longest, are normalised, filtered and warped together (each within its own
-    tokens and frames)."""
+    tokens and frames); on a GPU that is a whole batch, so the warp's launches are paid once."""
     out: list[list[WordTiming]] = []
-    for lo in range(0, len(rows), ALIGN_ROWS):
-        hi = min(len(rows), lo + ALIGN_ROWS)
+    step = ALIGN_ROWS.get(cache.self_k.device.type, 64)
+    for lo in range(0, len(rows), step):
+        hi = min(len(rows), lo + step)
         out += _align_rows(model, tokenizer, cache.view(lo, hi), rows[lo:hi], medfilt_width)
     return out
 

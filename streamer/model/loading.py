@@ -242,6 +242,7 @@ def _read_hf(directory: Path) -> Checkpoint:
 # Shapes of the published Whisper models, for "random:SHAPE" (benchmarks of compute without weights):
 # (n_mels, state, heads, encoder layers, decoder layers).
 SHAPES = {
+    "micro": (80, 64, 1, 1, 1),  # next to no compute: what is left is the daemon's own overhead
     "tiny": (80, 384, 6, 4, 4), "base": (80, 512, 8, 6, 6), "small": (80, 768, 12, 12, 12),
     "medium": (80, 1024, 16, 24, 24), "large-v3": (128, 1280, 20, 32, 32), "large-v3-turbo": (128, 1280, 20, 32, 4),
 }  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -12,6 +13,8 @@ from streamer.decoding.decode import DecodingResult, detect_language
 from streamer.engine import Engine, Request
 from streamer.mel import HOP_LENGTH, N_FRAMES, log_mel_windows
 from streamer.streaming.session import WindowJob
+
+log = logging.getLogger(__name__)
 
 
 @torch.inference_mode()
@@ -57,5 +60,9 @@ def _ready(row: torch.Tensor | None) -> torch.Tensor:
 
 
 def warm_up(engine: Engine) -> None:
-    """Run one short window through the engine: the first inference is slow (allocations, kernels)."""
+    """Make the decode steps (CUDA graphs) and run one short window through the engine: the first
+    inference is slow (allocations, kernels)."""
+    made = engine.prepare_steps()
+    if made:
+        log.info("made %d decode steps", made)
     run_windows(engine, [WindowJob(0, 0, np.zeros(SAMPLE_RATE, np.float32), (), (), "en", "transcribe", 0.0, 8, True)])

@@ -135,3 +135,12 @@ def test_float16_graphs_transcribe_the_reference_clip() -> None:
     engine = Engine(half, max_batch=8, compute_type="float16", step="graph")
     text = engine.decode(requests(engine, 1))[0].text
     assert "John Dashwood had then leisure to consider" in text
+
+
+def test_every_streaming_step_can_be_made_up_front(tiny: LoadedModel) -> None:
+    """The daemon makes (on a GPU: captures) the streaming step of each bucket and audio length at start."""
+    engine = Engine(tiny, max_batch=4, step="static")
+    assert engine.prepare_steps() == 3 * 6  # buckets 1, 2, 4; audio of 5, 10, ... 30 s
+    assert engine.graphs is not None
+    assert {key[:2] for key in engine.graphs.steps} == {(b, a) for b in (1, 2, 4) for a in range(250, 1501, 250)}
+    assert Engine(tiny, max_batch=4).prepare_steps() == 0  # eager: nothing to make
