@@ -39,7 +39,8 @@ class Request:
     temperature: float = 0.0
     timestamps: bool = True
     sample_len: int = 224
-    word_timestamps: bool = False  # align the words (prefix included) to the audio
+    word_timestamps: bool = False  # align the words (prefix included) to the audio ...
+    align_from: int | None = None  # ... or only the decoded words, over mel frames from this one on
     n_frames: int | None = None  # mel frames of real audio in the window (default: all of it)
     draft: tuple[int, ...] = ()  # text expected after the prefix (greedy, no timestamps): checked in one pass
 
@@ -197,6 +198,7 @@ class Engine:
                 AlignRow(
                     (*requests[i].prefix, *found[i].tokens), requests[i].n_frames or 2 * lengths[i],
                     requests[i].language, requests[i].task, len(requests[i].prefix),
+                    tail=requests[i].align_from is not None, start_frame=requests[i].align_from or 0,
                 )
                 for i in wanted
             ]

@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from streamer.errors import StreamerError
 
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from streamer.engine import Engine
     from streamer.model.loading import LoadedModel
+    from streamer.streaming.session import StreamConfig
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,16 @@ def engine(args: argparse.Namespace, loaded: LoadedModel, target: torch.device, 
     batch = max_batch or (128 if target.type == "cuda" else 16)
     return Engine(loaded, max_batch=batch, compute_type=default_compute_type(args, target),
                   step="auto" if args.cuda_graphs else "eager")
+
+
+def stream_config(target: torch.device, **fields: Any) -> StreamConfig:
+    """The streaming settings for the device: on a GPU the encoder sees every window padded to 30 s, as
+    Whisper was trained (compute is cheap there; on the CPU windows are padded by 8 s only)."""
+    from streamer.streaming.session import StreamConfig
+
+    if target.type == "cuda":
+        fields.setdefault("encoder_pad", None)
+    return StreamConfig(**fields)
 
 
 def language(name: str | None) -> str | None:

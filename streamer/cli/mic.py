@@ -18,6 +18,7 @@ from streamer.cli.common import (
     language,
     non_negative_float,
     set_threads,
+    stream_config,
     token,
 )
 from streamer.errors import StreamerError
@@ -64,13 +65,13 @@ def run(args: argparse.Namespace) -> int:
     from streamer.streaming.inference import warm_up
     from streamer.streaming.output import EventWriter
     from streamer.streaming.scheduler import Scheduler
-    from streamer.streaming.session import StreamConfig
 
     loaded = load_model(args.model, device=target)
     if not loaded.tokenizer.is_multilingual and spoken not in (None, "en"):
         raise StreamerError(f"--language {args.language}: model {loaded.name} is English-only")
     streaming = engine(args, loaded, target)
-    config = StreamConfig(language=spoken if loaded.tokenizer.is_multilingual else "en", partials=args.partials)
+    config = stream_config(target, language=spoken if loaded.tokenizer.is_multilingual else "en",
+                           partials=args.partials)
     writer = EventWriter(sys.stdout, args.format)
 
     async def main() -> None:
@@ -79,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
         daemon: Daemon | None = None
         sinks: list[Callable[[list[Event]], None]] = [writer]
         if args.serve:
-            daemon = Daemon(streaming, loaded.name, ServeOptions(host=args.host, port=args.port, token=token(args)))
+            options = ServeOptions(host=args.host, port=args.port, token=token(args), stream=config)
+            daemon = Daemon(streaming, loaded.name, options)
             daemon.captions = hub = CaptionHub("mic", loaded.name)
             sinks.append(hub)
             try:

@@ -15,6 +15,7 @@ from streamer.cli.common import (
     positive_float,
     positive_int,
     set_threads,
+    stream_config,
     token,
 )
 from streamer.errors import StreamerError
@@ -62,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         resume_grace=args.resume_grace, idle_timeout=args.idle_timeout,
         web_dir=None if args.web is None else check_web_dir(args.web or default_web_dir()),
         max_session_seconds=60 * args.max_session_minutes if args.max_session_minutes else None,
+        stream=stream_config(target),
     )
     streaming = engine(args, loaded, target, args.max_batch)
 

@@ -18,6 +18,7 @@ from streamer.cli.common import (
     non_negative_float,
     positive_int,
     set_threads,
+    stream_config,
 )
 from streamer.errors import StreamerError
 
@@ -136,14 +137,14 @@ def _stream(args: argparse.Namespace, spoken: str | None) -> int:
     from streamer.model.loading import load_model
     from streamer.streaming.output import EventWriter
     from streamer.streaming.replay import replay
-    from streamer.streaming.session import StreamConfig
     from streamer.streaming.sources import raw_chunks, wav_chunks
 
     loaded = load_model(args.model, device=target)
     streaming = engine(args, loaded, target)
     if not loaded.tokenizer.is_multilingual and spoken not in (None, "en"):
         raise StreamerError(f"--language {args.language}: model {loaded.name} is English-only")
-    config = StreamConfig(language=spoken if loaded.tokenizer.is_multilingual else "en", partials=args.partials)
+    config = stream_config(target, language=spoken if loaded.tokenizer.is_multilingual else "en",
+                           partials=args.partials)
     if args.files == ["-"]:
         stdin = sys.stdin.buffer
         chunks = raw_chunks(stdin) if args.raw else wav_chunks(stdin)

@@ -42,6 +42,8 @@ class AlignRow:
     language: str = "en"
     task: str = "transcribe"
     split_at: int = 0  # no word spans this token index (the end of a forced prefix)
+    tail: bool = False  # place only the words from split_at on (the prefix's are known), ...
+    start_frame: int = 0  # ... over the mel frames from this one on (where the known words end)
 
 
 def split_words(
@@ -193,25 +195,31 @@ def _align_rows(
         host[i, : len(seq)] = seq
     tokens = torch.from_numpy(host).to(device)
     positions = torch.arange(width, device=device).expand(n, width)
-    n_text = [len(r.text_tokens) for r in rows]
+    skip = [r.split_at if r.tail else 0 for r in rows]  # tokens not placed (known words)
+    n_text = [len(r.text_tokens) - k for r, k in zip(rows, skip, strict=True)]  # tokens placed
     if max(n_text) == 0:
         return out
-    firsts = [len(p) - 1 for p in prefixes]  # the row predicting each sequence's first text token
-    n_max = max(n_text) + 1  # text tokens and the end of text
-    # Each row's text part, from its own first text position: (B, N + 1) positions.
+    firsts = [len(p) - 1 + k for p, k in zip(prefixes, skip, strict=True)]  # the row predicting the first placed
+    n_max = max(n_text) + 1  # placed tokens and the end of text
+    # Each row's placed part, from its own first position: (B, N + 1) positions.
     take = torch.tensor(firsts, device=device)[:, None] + torch.arange(n_max, device=device)[None, :]
     take = take.clamp(max=width - 1)
     logits, qks = model.decoder.forward_with_cross_qk(
         tokens, positions, cache, kv_len=width, select=take[:, : n_max - 1]
-    )  # (B, N, V): the logits predicting each text token
+    )  # (B, N, V): the logits predicting each placed token
     weights_all = torch.stack([qks[layer][:, head] for layer, head in heads], dim=1)  # (B, Hs, T, Ta)
-    n_audio = [max(1, min(r.n_frames // 2, weights_all.shape[-1])) for r in rows]
+    n_positions = weights_all.shape[-1]
+    ends = [max(1, min(r.n_frames // 2, n_positions)) for r in rows]  # audio positions of each row
+    offsets = [min(r.start_frame // 2 if r.tail else 0, e - 1) for r, e in zip(rows, ends, strict=True)]
+    n_audio = [e - o for e, o in zip(ends, offsets, strict=True)]  # positions the words are placed over
     f_max = max(n_audio)
-    w = weights_all[:, :, :, :f_max].gather(
-        2, take[:, None, :, None].expand(n, weights_all.shape[1], n_max, f_max)
-    )  # (B, Hs, N + 1, F)
+    audio_at = torch.tensor(offsets, device=device)[:, None] + torch.arange(f_max, device=device)[None, :]  # (B, F)
+    w = weights_all.gather(
+        2, take[:, None, :, None].expand(n, weights_all.shape[1], n_max, n_positions)
+    ).gather(3, audio_at.clamp(max=n_positions - 1)[:, None, None, :].expand(n, weights_all.shape[1], n_max, f_max))
+    # (B, Hs, N + 1, F)
     frames = torch.tensor(n_audio, device=device)
-    texts = torch.tensor(n_text, device=device) + 1  # (B,) rows in use: text tokens and the end of text
+    texts = torch.tensor(n_text, device=device) + 1  # (B,) rows in use: placed tokens and the end of text
     frame_ok = torch.arange(f_max, device=device)[None, :] < frames[:, None]  # (B, F)
     row_ok = torch.arange(n_max, device=device)[None, :] < texts[:, None]  # (B, N + 1)
     w = w.masked_fill(~frame_ok[:, None, None, :], float("-inf")).softmax(dim=-1)  # over each row's frames
@@ -222,9 +230,9 @@ def _align_rows(
     hs = w.shape[1]
     w = _masked_median_filter(w.reshape(n * hs, n_max, f_max), frames.repeat_interleave(hs), medfilt_width)
     matrix = w.reshape(n, hs, n_max, f_max).mean(dim=1)  # (B, N + 1, F)
-    starts = dtw_row_starts(-matrix, texts, frames).cpu()  # (B, N + 1) first frame of each text row
-    jump_times = (starts.double() * TIME_PER_TOKEN).tolist()
-    nxt = tokens.gather(1, (take[:, : n_max - 1] + 1).clamp(max=width - 1))  # (B, N) the text tokens
+    starts = dtw_row_starts(-matrix, texts, frames)  # (B, N + 1) first position of each placed row
+    jump_times = ((starts + torch.tensor(offsets, device=device)[:, None]).cpu().double() * TIME_PER_TOKEN).tolist()
+    nxt = tokens.gather(1, (take[:, : n_max - 1] + 1).clamp(max=width - 1))  # (B, N) the placed tokens
     token_probs = (logits.gather(2, nxt[:, :, None])[:, :, 0] - logits.logsumexp(dim=-1)).exp().tolist()  # (B, N)
     for b, row in enumerate(rows):
         if n_text[b] == 0:
@@ -232,7 +240,8 @@ def _align_rows(
         times = jump_times[b][: n_text[b] + 1]
         end_of_audio = row.n_frames * HOP_LENGTH / 16000
         k = 0
-        for word_tokens in split_words(tokenizer, row.text_tokens, row.language, row.split_at):
+        placed = row.text_tokens[skip[b] :]
+        for word_tokens in split_words(tokenizer, placed, row.language, row.split_at - skip[b]):
             start = times[min(k, len(times) - 1)]
             k += len(word_tokens)
             end = times[min(k, len(times) - 1)]

@@ -48,7 +48,8 @@ class DecodingResult:
     temperature: float
     compression_ratio: float
     language_probs: dict[str, float] | None = field(default=None, repr=False)
-    words: list[WordTiming] | None = None  # with word timestamps: the prefix's words and the sampled ones
+    words: list[WordTiming] | None = None  # with word timestamps: the prefix's words (unless only the
+    # decoded ones were placed: Request.align_from) and the decoded ones
 
 
 def compression_ratio(text: str) -> float:

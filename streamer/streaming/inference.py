@@ -19,9 +19,9 @@ log = logging.getLogger(__name__)
 
 @torch.inference_mode()
 def run_windows(engine: Engine, jobs: Sequence[WindowJob]) -> list[DecodingResult]:
-    """Decode each job's window (greedy or at its temperature, without timestamp tokens, with word
-    timings); the jobs of one call share encoder batches (one per ``encoder_seconds``) and the
-    decoder's slot pool."""
+    """Decode each job's window (greedy or at its temperature, without timestamp tokens, with the timings
+    of the words decoded after its prefix, placed after ``align_from``); the jobs of one call share
+    encoder batches (one per ``encoder_seconds``) and the decoder's slot pool."""
     if not jobs:
         return []
     n_mels = engine.model.dims.n_mels
@@ -48,6 +48,7 @@ def run_windows(engine: Engine, jobs: Sequence[WindowJob]) -> list[DecodingResul
             _ready(features[i]), prompt=job.prompt, prefix=job.prefix, language=languages[i] or "en", task=job.task,
             temperature=job.temperature, timestamps=False, sample_len=job.sample_len, word_timestamps=True,
             n_frames=min(N_FRAMES, -(-len(job.audio) // HOP_LENGTH)), draft=job.draft,
+            align_from=round(job.align_from * SAMPLE_RATE / HOP_LENGTH),
         )
         for i, job in enumerate(jobs)
     ]

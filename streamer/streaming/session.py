@@ -30,7 +30,7 @@ from streamer.decoding.decode import DecodingResult
 from streamer.errors import StreamerError
 from streamer.mel import N_SAMPLES
 from streamer.streaming.events import Event, Final, Partial, Word
-from streamer.streaming.policy import agreed_prefix, find_loop
+from streamer.streaming.policy import agreed_prefix, find_loop, word_key
 from streamer.streaming.ring import BufferFull, RingBuffer
 from streamer.streaming.vad import SpeechEnd, SpeechStart, VadSegmenter
 
@@ -44,10 +44,14 @@ class StreamConfig:
     min_audio: float = 0.3  # shortest audio decoded for a partial
     # LocalAgreement over time: a word is committed once every hypothesis of the last ``agree_span``
     # seconds of audio (at least two hypotheses) agrees on it; a word the model is unsure of (probability
-    # under ``commit_probability``) needs ``unlikely_span``: hypotheses that heard more audio after it.
-    # Spans, not counts, so that a stream decoded less often under load commits on the same evidence.
+    # under ``commit_probability``) needs ``unlikely_span``: hypotheses that heard more audio after it,
+    # and ``cold_span`` while nothing of the utterance is committed if its hypotheses have begun with
+    # different words (its first words, heard without context, are where tiny.en wavers most: "I'll",
+    # "I'd like", "Unless"). Spans, not counts, so that a stream decoded less often under load commits
+    # on the same evidence.
     agree_span: float = 0.25
-    unlikely_span: float = 1.2
+    unlikely_span: float = 0.6
+    cold_span: float = 1.2
     commit_probability: float = 0.6
     commit_margin: float = 0.3  # ... and that end at least this long before the audio decoded
     first_commit_audio: float = 1.5  # an utterance's first words wait for this much audio (more context)
@@ -75,7 +79,7 @@ class StreamConfig:
     # seconds of silence, rounded up to whole ``encoder_step`` seconds (at most 30), instead of always
     # 30 s: its cost follows the audio (attention is quadratic in it). None: always 30 s. An utterance's
     # final decode (which commits its last words) has its own, ``final_encoder_pad``.
-    encoder_pad: float | None = 4.0
+    encoder_pad: float | None = 8.0
     final_encoder_pad: float | None = None
     encoder_step: float = 1.0
     draft: bool = True  # decode from the last hypothesis as a draft (the same text, found faster)
@@ -102,6 +106,7 @@ class WindowJob:
     final: bool  # the utterance ended at the window's end: commit everything
     encoder_seconds: float = 30.0  # the encoder may see the audio padded to this much only (audio_ctx)
     draft: tuple[int, ...] = ()  # the tokens the last hypothesis had after the prefix (a decoding draft)
+    align_from: float = 0.0  # seconds into the window where the committed words end (new words come after)
 
     @property
     def end(self) -> int:
@@ -130,6 +135,7 @@ class StreamSession:
         self._window_start: int | None = None
         self._committed: list[Word] = []  # committed words of the current window (its forced prefix)
         self._history: deque[Hypothesis] = deque(maxlen=16)  # this utterance's recent hypotheses, newest last
+        self._openings: set[str] = set()  # first words the utterance's hypotheses began with, until a commit
         self._last_job_end = 0
         self._in_flight: WindowJob | None = None
         self._attempts: list[tuple[DecodingResult, int | None]] = []  # a final's tries: result, loop start
@@ -236,6 +242,7 @@ class StreamSession:
             id=next(_job_ids), start=start, audio=self.ring.view(start, end).copy(), prompt=prompt, prefix=prefix,
             language=self.language, task=config.task, temperature=temperature, sample_len=sample_len, final=final,
             encoder_seconds=config.encoder_seconds(seconds, final), draft=draft,
+            align_from=max(0.0, self._last_end - start / SAMPLE_RATE),
         )
         self._in_flight = job
         self._last_job_end = end
@@ -294,9 +301,9 @@ class StreamSession:
         return self._attempts[0]
 
     def _new_words(self, job: WindowJob, result: DecodingResult, loop_at: int | None) -> list[Word]:
-        """The result's words after the forced prefix, in stream seconds, cut where a loop starts."""
+        """The result's words (those decoded after the forced prefix), in stream seconds, cut where a loop
+        starts."""
         timings = result.words or []
-        n_prefix = len(job.prefix)
         offset = job.start / SAMPLE_RATE
         words: list[Word] = []
         count = 0
@@ -304,9 +311,7 @@ class StreamSession:
         audio_end = job.end / SAMPLE_RATE
         for w in timings:
             count += len(w.tokens)
-            if count <= n_prefix:
-                continue
-            if loop_at is not None and count - n_prefix > loop_at:
+            if loop_at is not None and count > loop_at:
                 break
             start = max(round(offset + w.start, 3), floor)
             end = max(round(offset + w.end, 3), start)
@@ -325,6 +330,7 @@ class StreamSession:
     def _commit(self, words: Sequence[Word], closes: bool = False) -> list[Event]:
         if not words:
             return []
+        self._openings.clear()
         self._committed.extend(words)
         self._last_end = words[-1].end
         self.committed_words += len(words)
@@ -344,6 +350,7 @@ class StreamSession:
         self._context.extend(t for w in self._committed for t in w.tokens)
         self._committed.clear()
         self._history.clear()
+        self._openings.clear()
         self._segments.popleft()
         self._window_start = None
         if self._segments:
@@ -365,9 +372,13 @@ class StreamSession:
                 break
             for i in range(agreed):
                 spans[i] = audio_end - h.end
+        if words and not self._committed:
+            self._openings.add(word_key(words[0].word))
+        contested = not self._committed and len(self._openings) > 1
+        unlikely = config.cold_span if contested else config.unlikely_span
         n = 0
         for w, span in zip(words, spans, strict=True):
-            need = config.agree_span if w.probability >= config.commit_probability else config.unlikely_span
+            need = config.agree_span if w.probability >= config.commit_probability else unlikely
             # AlignAtt: a confident word that the alignment heads place well before the end of the audio.
             aligned = w.probability >= config.align_probability and w.end <= audio_end - config.align_margin
             if not ((span > 0 and span >= need) or aligned):
@@ -427,6 +438,6 @@ class StreamSession:
     def _forget_old_hypotheses(self, now: float) -> None:
         """Hypotheses older than the longest span a rule looks back over are no longer needed (the
         newest older one is kept: it is what a span reaches back to)."""
-        horizon = now - max(self.config.agree_span, self.config.unlikely_span)
+        horizon = now - max(self.config.agree_span, self.config.unlikely_span, self.config.cold_span)
         while len(self._history) > 2 and self._history[1].end <= horizon:
             self._history.popleft()

@@ -79,10 +79,11 @@ class VadSegmenter:
         self._pending = np.concatenate([self._pending, np.asarray(samples, dtype=np.float32)])
         events: list[VadEvent] = []
         n_frames = len(self._pending) // self.frame
+        pcm = to_pcm16(self._pending[: n_frames * self.frame])  # converted once for all the frames
+        size = 2 * self.frame
         for i in range(n_frames):
-            frame = self._pending[i * self.frame : (i + 1) * self.frame]
             start = self._next + i * self.frame
-            voiced = self._vad.is_speech(to_pcm16(frame), SAMPLE_RATE)
+            voiced = self._vad.is_speech(pcm[i * size : (i + 1) * size], SAMPLE_RATE)
             self._history[(start // self.frame) % len(self._history)] = voiced
             events.extend(self._step(voiced, start, start + self.frame))
         self._pending = self._pending[n_frames * self.frame :]
