@@ -46,6 +46,7 @@ def mixed_requests(engine: Engine) -> list[Request]:
     ]
 
 
+@pytest.mark.accuracy
 def test_mixed_batch_gives_each_request_its_single_tokens(engine: Engine) -> None:
     requests = mixed_requests(engine)
     batched = engine.decode(requests)
@@ -83,6 +84,7 @@ def test_short_audio_ctx_still_transcribes(engine: Engine) -> None:
     assert "young man" in normalize(result.text)
 
 
+@pytest.mark.accuracy
 def test_int8_transcribes_the_reference_clips() -> None:
     engine = Engine(load_model("tiny.en"), max_batch=2, compute_type="int8")
     results = engine.decode([Request(features(engine, CLIPS[0])), Request(features(engine, CLIPS[3]))])

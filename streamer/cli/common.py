@@ -99,13 +99,18 @@ def engine(args: argparse.Namespace, loaded: LoadedModel, target: torch.device, 
                   step="auto" if args.cuda_graphs else "eager")
 
 
-def stream_config(target: torch.device, **fields: Any) -> StreamConfig:
-    """The streaming settings for the device: on a GPU the encoder sees every window padded to 30 s, as
-    Whisper was trained (compute is cheap there; on the CPU windows are padded by 8 s only)."""
+def add_stream_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--encoder-pad", type=positive_float, default=None, metavar="SECONDS",
+                   help="encode the windows of ongoing speech padded by this much silence instead of to 30 s "
+                   "(cheaper on a CPU; tiny.en hears some rare words differently in short windows)")
+
+
+def stream_config(args: argparse.Namespace, **fields: Any) -> StreamConfig:
+    """The streaming settings the options ask for."""
     from streamer.streaming.session import StreamConfig
 
-    if target.type == "cuda":
-        fields.setdefault("encoder_pad", None)
+    if args.encoder_pad is not None:
+        fields.setdefault("encoder_pad", args.encoder_pad)
     return StreamConfig(**fields)
 
 

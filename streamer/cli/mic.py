@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from streamer.cli.common import (
     Parser,
     add_model_options,
+    add_stream_options,
     device,
     engine,
     install_signals,
@@ -43,6 +44,7 @@ def add(sub: argparse._SubParsersAction[Parser]) -> None:
     m.add_argument("--port", type=int, default=8765, help="with --serve: TCP port (0: any free port)")
     m.add_argument("--token", default=None, help="with --serve: require this token (default: $STREAMER_TOKEN)")
     add_model_options(m, device_flag="--compute-device")
+    add_stream_options(m)
     m.set_defaults(run=run)
 
 
@@ -70,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     if not loaded.tokenizer.is_multilingual and spoken not in (None, "en"):
         raise StreamerError(f"--language {args.language}: model {loaded.name} is English-only")
     streaming = engine(args, loaded, target)
-    config = stream_config(target, language=spoken if loaded.tokenizer.is_multilingual else "en",
+    config = stream_config(args, language=spoken if loaded.tokenizer.is_multilingual else "en",
                            partials=args.partials)
     writer = EventWriter(sys.stdout, args.format)
 

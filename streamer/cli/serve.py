@@ -8,6 +8,7 @@ import asyncio
 from streamer.cli.common import (
     Parser,
     add_model_options,
+    add_stream_options,
     device,
     engine,
     install_signals,
@@ -31,6 +32,7 @@ def add(sub: argparse._SubParsersAction[Parser]) -> None:
     v.add_argument("--tls-cert", default=None, help="certificate (PEM) for wss://")
     v.add_argument("--tls-key", default=None, help="private key (PEM) for --tls-cert")
     add_model_options(v)
+    add_stream_options(v)
     v.add_argument("--max-batch", type=positive_int, default=None,
                    help="windows decoded together at most (default: 16 on CPU, 128 on CUDA)")
     v.add_argument("--resume-grace", type=non_negative_float, default=30.0,
@@ -63,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         resume_grace=args.resume_grace, idle_timeout=args.idle_timeout,
         web_dir=None if args.web is None else check_web_dir(args.web or default_web_dir()),
         max_session_seconds=60 * args.max_session_minutes if args.max_session_minutes else None,
-        stream=stream_config(target),
+        stream=stream_config(args),
     )
     streaming = engine(args, loaded, target, args.max_batch)
 

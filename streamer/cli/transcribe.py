@@ -11,6 +11,7 @@ from typing import TextIO
 from streamer.cli.common import (
     Parser,
     add_model_options,
+    add_stream_options,
     default_compute_type,
     device,
     engine,
@@ -47,6 +48,7 @@ def add(sub: argparse._SubParsersAction[Parser]) -> None:
     t.add_argument("--partials", action=argparse.BooleanOptionalAction, default=True, help="with --stream: partials")
     t.add_argument("--output-dir", type=Path, default=None, help="write FILE.FORMAT there instead of stdout")
     add_model_options(t)
+    add_stream_options(t)
     t.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=None,
         help="progress bar on stderr for audio over a minute (default: when stderr is a terminal)",
@@ -143,7 +145,7 @@ def _stream(args: argparse.Namespace, spoken: str | None) -> int:
     streaming = engine(args, loaded, target)
     if not loaded.tokenizer.is_multilingual and spoken not in (None, "en"):
         raise StreamerError(f"--language {args.language}: model {loaded.name} is English-only")
-    config = stream_config(target, language=spoken if loaded.tokenizer.is_multilingual else "en",
+    config = stream_config(args, language=spoken if loaded.tokenizer.is_multilingual else "en",
                            partials=args.partials)
     if args.files == ["-"]:
         stdin = sys.stdin.buffer

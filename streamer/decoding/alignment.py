@@ -129,34 +129,31 @@ def dtw_row_starts(cost: Tensor, n_rows: Tensor, n_cols: Tensor) -> Tensor:
     b, n, m = cost.shape
     device = cost.device
     cost = cost.double()
-    # acc[i] holds the least cost to each cell of row i, with a column -1 in front (1-based as textbooks)
-    previous = torch.full((b, m + 1), float("inf"), dtype=torch.float64, device=device)
-    previous[:, 0] = 0.0
-    moves = torch.empty((b, n, m), dtype=torch.int8, device=device)  # 0 diagonal, 1 down, 2 right
-    for i in range(n):
-        diag, down = previous[:, :-1], previous[:, 1:]  # (B, M) each: entering (i, j) from above
-        enter = torch.minimum(diag, down)
+    # acc[:, i, j]: least cost of a path to cell (i - 1, j - 1), with a row and a column -1 in front
+    acc = torch.full((b, n + 1, m + 1), float("inf"), dtype=torch.float64, device=device)
+    acc[:, 0, 0] = 0.0
+    for i in range(n):  # six kernels a row
+        enter = torch.minimum(acc[:, i, :-1], acc[:, i, 1:])  # (B, M): entering (i, j) from above
         sums = cost[:, i].cumsum(dim=1)  # (B, M)
-        before = F.pad(sums[:, :-1], (1, 0))  # cost of row i up to column j - 1
-        current = sums + torch.cummin(enter - before, dim=1).values  # (B, M)
-        left = F.pad(current[:, :-1], (1, 0), value=float("inf"))  # (B, M): entering (i, j) from the left
-        take_diag = (diag < down) & (diag < left)
-        take_down = ~take_diag & (down < diag) & (down < left)
-        moves[:, i] = torch.where(take_diag, 0, torch.where(take_down, 1, 2)).to(torch.int8)
-        previous = F.pad(current, (1, 0), value=float("inf"))
+        best = torch.cummin(enter - (sums - cost[:, i]), dim=1).values  # minus the row's cost before column j
+        torch.add(sums, best, out=acc[:, i + 1, 1:])
+    # Which way each cell was entered, for all cells at once: 0 diagonal, 1 down, 2 right.
+    diag, down, left = acc[:, :-1, :-1], acc[:, :-1, 1:], acc[:, 1:, :-1]  # (B, N, M) each
+    take_diag = (diag < down) & (diag < left)
+    take_down = ~take_diag & (down < diag) & (down < left)
+    cols = torch.arange(m, device=device)
+    # The last column at or before j where the path could leave row i (entered diagonally or from above).
+    leave_at = torch.where(take_diag | take_down, cols, -1).cummax(dim=2).values  # (B, N, M)
     # Back from each matrix's bottom-right cell: in row i the path runs left while it came from the left.
-    cols = torch.arange(m, device=device)[None, :]  # (1, M)
     rows = torch.arange(b, device=device)
+    active = torch.arange(n, device=device)[None, :] < n_rows.to(device)[:, None]  # (B, N): rows on the path
     at = (n_cols - 1).to(device)  # (B,) the column where the path is in the current row
     starts = torch.zeros((b, n), dtype=torch.long, device=device)
-    for i in range(n - 1, -1, -1):
-        active = i < n_rows.to(device)  # rows past a matrix's own end are not on its path
-        turn = (moves[:, i] != 2) & (cols <= at[:, None])  # (B, M): cells where the path leaves row i
-        first = torch.where(turn, cols, -1).max(dim=1).values.clamp(min=0)  # (B,)
-        starts[:, i] = torch.where(active, first, starts[:, i])
-        up = moves[rows, i, first] == 0
-        nxt = torch.where(up, first - 1, first).clamp(min=0)
-        at = torch.where(active, nxt, at)
+    for i in range(n - 1, -1, -1):  # seven kernels a row
+        first = leave_at[rows, i, at].clamp(min=0)  # (B,)
+        starts[:, i] = first
+        nxt = (first - take_diag[rows, i, first].long()).clamp(min=0)
+        at = torch.where(active[:, i], nxt, at)
     return starts
 
 

@@ -77,9 +77,11 @@ class StreamConfig:
     buffer_seconds: float = 60.0
     # whisper.cpp's audio_ctx: the encoder sees a window's audio padded with at least ``encoder_pad``
     # seconds of silence, rounded up to whole ``encoder_step`` seconds (at most 30), instead of always
-    # 30 s: its cost follows the audio (attention is quadratic in it). None: always 30 s. An utterance's
-    # final decode (which commits its last words) has its own, ``final_encoder_pad``.
-    encoder_pad: float | None = 8.0
+    # 30 s: its cost follows the audio (attention is quadratic in it), but tiny.en hears rare words
+    # differently in short windows ("ill-disposed" as "old supposed" with 8 or 16 s of padding, not with
+    # 12 or 30), so the default is Whisper's own 30 s. An utterance's final decode (which commits its
+    # last words) has its own, ``final_encoder_pad``.
+    encoder_pad: float | None = None
     final_encoder_pad: float | None = None
     encoder_step: float = 1.0
     draft: bool = True  # decode from the last hypothesis as a draft (the same text, found faster)

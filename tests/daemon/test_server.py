@@ -71,6 +71,7 @@ def finals(events: list[dict]) -> str:
     return " ".join(e["text"] for e in events if e["type"] == "final")
 
 
+@pytest.mark.accuracy
 async def test_round_trip_gives_the_offline_text(daemon, engine):
     audio = load_audio(CLIP)
     events = await stream_file(url(daemon), audio, pace=0.05)  # 0.2 s of audio every 0.05 s: 4x real time
@@ -292,6 +293,7 @@ async def test_over_capacity_gets_1013(daemon):
             await ws.close()
 
 
+@pytest.mark.accuracy
 async def test_three_concurrent_sessions_each_get_their_own_text(daemon):
     clips = [CLIP, FIXTURES / "005.wav", FIXTURES / "sense_and_sensibility_01_austen_64kb-0880.wav"]
     results = await asyncio.gather(*(stream_file(url(daemon), load_audio(c), pace=0.02) for c in clips))

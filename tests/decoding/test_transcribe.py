@@ -9,6 +9,8 @@ from streamer.decoding.transcribe import TranscribeOptions, is_silent, needs_fal
 
 from ..conftest import FIXTURES, normalize
 
+pytestmark = pytest.mark.accuracy  # transcripts against references (CI runs these on other CPU kernels)
+
 # The reference implementation's fp32 greedy output on the same weights.
 REFERENCE = {
     "sense_and_sensibility_01_austen_64kb-0870.wav": "And Mr. John Dashwood had then leisure to consider how much "

@@ -9,6 +9,7 @@ import sys
 import threading
 
 import numpy as np
+import pytest
 
 from streamer.audio import load_audio
 from streamer.streaming.events import Event
@@ -51,6 +52,7 @@ def test_raw_stream_is_s16le_16k():
     np.testing.assert_allclose(out, load_audio(CLIP), atol=2e-4)
 
 
+@pytest.mark.accuracy
 def test_concurrent_streams_each_get_their_own_text(engine):
     scheduler = Scheduler(engine)
     clips = [SENSE[0], FIXTURES / "005.wav", SENSE[1]]

@@ -15,6 +15,8 @@ from streamer.textnorm import normalize
 from streamer.textnorm import word_errors as errors
 from tests.streaming.conftest import SENSE, final_text, joined, sox
 
+pytestmark = pytest.mark.accuracy  # transcripts against references (CI runs these on other CPU kernels)
+
 
 def run(engine, audio, config=None, chunk=1600):
     t = Transcriber(engine, config)
