@@ -2,6 +2,7 @@
 # The GPU check, on the lent machine (../shared/device/README.md): the cuda tests, then every GPU figure.
 #   part 1: cuda tests, decode-step times, the tiny.en load curve (64-512 clients) with a py-spy profile
 #   part 2: the load curve of random-weight base- and large-v3-turbo-shaped models, their step times
+#   part 3: whole-process `streamer transcribe --device cuda` on a 7 s clip, batched long-form on 10 min
 # Run from the checkout's root after `. .device/common/env.sh`; logs and figures go to $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-out}
@@ -33,5 +34,19 @@ part2)
     LOAD_TIMEOUT=170 load turbo 64,256 "--model random:large-v3-turbo --device cuda --max-batch 256" --no-words
     tail -2 "$OUT"/load-base.err "$OUT"/load-turbo.err
     grep -h "client(s)" "$OUT"/load-base.txt "$OUT"/load-turbo.txt
+    ;;
+part3)
+    nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+    timeout 70 python3 -m pytest -q -p no:cacheprovider -m cuda tests/decoding/test_step.py tests/test_engine.py \
+        2>&1 | tail -3
+    clip=tests/fixtures/sense_and_sensibility_01_austen_64kb-0870.wav
+    TIMEFORMAT="whole process %R s"
+    for flags in "" "--batch-size 8"; do
+        for _ in 1; do
+            echo "streamer transcribe 7 s clip --device cuda $flags:"
+            time (timeout 60 python3 -m streamer transcribe "$clip" --device cuda $flags)
+        done
+    done
+    timeout 120 python3 bench/longform.py --device cuda --minutes 10 --batch-sizes 16,64 2>&1 | tail -5
     ;;
 esac

@@ -5,3 +5,5 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 SAMPLE_RATE = 16000
+CHUNK_SECONDS = 30  # Whisper's window
+N_SAMPLES = CHUNK_SECONDS * SAMPLE_RATE  # 480000 samples in a 30 s window

@@ -11,6 +11,10 @@ reconnects with backoff and resumes its session (``{"type":"start","resume":ID,"
 final is lost or repeated; audio sent while it is away waits in a bounded backlog (overflow policy:
 drop the oldest, counted in ``dropped_seconds``). When the session cannot be resumed (the server
 restarted), a new one starts and event times carry on from the audio already sent.
+
+Every connection of one client names its session in the URL (``?session=ID``, a UUID made once per
+client), so a load balancer that hashes on it sends a resume to the replica that holds the session;
+a replica that is full refuses a new session with 1013 and the client tries again with backoff.
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ import contextlib
 import json
 import logging
 import random
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
@@ -140,6 +146,10 @@ def pcm16_frames(samples: np.ndarray, sample_rate: int) -> list[bytes]:
     return [data[i : i + step] for i in range(0, len(data), step)]
 
 
+class _TryAgain(Exception):
+    """The server refused the session for now (over capacity): try again after a backoff."""
+
+
 class StreamClient:
     def __init__(
         self,
@@ -154,8 +164,10 @@ class StreamClient:
         reconnect_for: float = 60.0,
         backlog_seconds: float = 60.0,
         open_timeout: float = 10.0,
+        session_id: str | None = None,
     ):
         self.url = url
+        self.session_id = session_id or str(uuid.uuid4())  # in every connection's URL, kept across reconnects
         self.token = token
         self.sample_rate = sample_rate
         self.language = language
@@ -168,6 +180,10 @@ class StreamClient:
         self.session: str | None = None
         self.reconnects = 0
         self.dropped_seconds = 0.0  # audio dropped from a full backlog while disconnected
+        # audio a server took but whose session could not be resumed (the server died or restarted) past
+        # the last final it sent: its words may be lost
+        self.lost_seconds = 0.0
+        self._heard_until = 0.0  # end of the last final, in the client's audio seconds
         self._ws: ClientConnection | None = None
         self._events: asyncio.Queue[ClientEvent | BaseException | None] = asyncio.Queue(EVENT_QUEUE)
         self._backlog: deque[bytes | str] = deque()  # frames and control messages not yet sent
@@ -205,17 +221,29 @@ class StreamClient:
             start = {"type": "start", "resume": self.session, "from": self._next_index}
         return start
 
+    @property
+    def session_url(self) -> str:
+        """The URL with this client's ``session`` parameter."""
+        parts = urlsplit(self.url)
+        query = "&".join(x for x in (parts.query, f"session={self.session_id}") if x)
+        return urlunsplit(parts._replace(query=query))
+
     async def _open(self) -> Ready:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
-        ws = await connect(self.url, additional_headers=headers, open_timeout=self.open_timeout, max_size=2**22)
+        ws = await connect(self.session_url, additional_headers=headers, open_timeout=self.open_timeout, max_size=2**22)
         try:
             await ws.send(json.dumps(self._start_message()))
             reply = json.loads(await asyncio.wait_for(ws.recv(), self.open_timeout))
             if reply.get("type") == "error" and reply.get("code") == "unknown_session":
-                log.info("session %s cannot be resumed (%s): starting a new one", self.session, reply.get("message"))
+                lost = max(0.0, self._sent_seconds - max(self._offset, self._heard_until))
+                self.lost_seconds += lost
+                log.warning("session %s cannot be resumed (%s): starting a new one; %.1f s of audio sent to it "
+                            "after its last final may be lost", self.session, reply.get("message"), lost)
                 await ws.close()
                 self.session = None
                 return await self._open()
+            if reply.get("type") == "error" and reply.get("code") == "over_capacity":
+                raise _TryAgain(str(reply.get("message", "the server is full")))
             if reply.get("type") != "ready":
                 await ws.close()
                 raise ClientError(f"the server refused the session: {reply.get('message', reply)}",
@@ -248,7 +276,7 @@ class StreamClient:
                     body = e.response.body.decode(errors="replace").strip() if e.response.body else ""
                     raise ClientError(f"{self.url}: HTTP {status} {body}".strip(), f"http_{status}") from None
                 error: Exception = e
-            except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed) as e:
+            except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed, _TryAgain) as e:
                 error = e
             if loop.time() >= deadline:
                 raise ClientError(f"cannot reach {self.url}: {error}") from None
@@ -268,6 +296,9 @@ class StreamClient:
                 return None  # already delivered before a reconnect
             self._next_index = index + 1
             self._finals += 1
+            end = shifted.get("end")
+            if isinstance(end, int | float):
+                self._heard_until = max(self._heard_until, float(end))
             shifted["index"] = self._finals - 1
             return Final(str(message["text"]), shifted.get("start"), shifted.get("end"), _words(shifted), shifted,
                          self._finals - 1, bool(message.get("closes")))

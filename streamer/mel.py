@@ -14,12 +14,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from streamer import SAMPLE_RATE
+from streamer import N_SAMPLES, SAMPLE_RATE
 
 N_FFT = 400
 HOP_LENGTH = 160
-CHUNK_SECONDS = 30
-N_SAMPLES = CHUNK_SECONDS * SAMPLE_RATE  # 480000 samples in a 30 s window
 N_FRAMES = N_SAMPLES // HOP_LENGTH  # 3000 mel frames in a 30 s window
 FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100
 N_SAMPLES_PER_TOKEN = HOP_LENGTH * 2  # the encoder's conv2 has stride 2

@@ -19,6 +19,18 @@ FIXTURES = Path(__file__).parent / "fixtures"
 torch.set_num_threads(max(1, torch.get_num_threads()))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The tests and the processes they start keep their cache (verified model digests) to themselves."""
+    saved = os.environ.get("STREAMER_CACHE")
+    os.environ["STREAMER_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield Path(os.environ["STREAMER_CACHE"])
+    if saved is None:
+        os.environ.pop("STREAMER_CACHE", None)
+    else:
+        os.environ["STREAMER_CACHE"] = saved
+
+
 @pytest.fixture(scope="session")
 def fixtures() -> Path:
     return FIXTURES

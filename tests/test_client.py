@@ -117,13 +117,48 @@ async def test_the_client_reconnects_after_the_server_restarts(engine):
         if second is not None:
             await second.shutdown()
     readies = [e for e in events if isinstance(e, Ready)]
-    assert len(readies) == 2 and not readies[1].resumed and readies[0].session != readies[1].session
+    # a new session (the first one was drained), under the client's own session id again
+    assert len(readies) == 2 and not readies[1].resumed
+    assert readies[0].session == readies[1].session == client.session_id
     finals = [e for e in events if isinstance(e, Final)]
     text = normalize(" ".join(f.text for f in finals))
     assert "dashwood" in text and "young man" in text
     later = [f for f in finals if "young" in normalize(f.text)]
     assert later[0].start is not None and later[0].start >= len(clip) / SAMPLE_RATE - 0.5  # times carry on
     assert isinstance(events[-1], Done)
+
+
+async def test_every_connection_names_the_clients_session_in_the_url(daemon):
+    client = StreamClient(url(daemon) + "?lang=x", "t0ken", session_id="my-session-0001")
+    assert client.session_url.endswith("/v1/stream?lang=x&session=my-session-0001")
+    async with client:
+        ready = await anext(client)
+    assert isinstance(ready, Ready) and ready.session == "my-session-0001"
+    assert StreamClient(url(daemon)).session_id != StreamClient(url(daemon)).session_id  # a new UUID each
+
+
+async def test_a_full_server_is_tried_again_until_a_session_ends(engine):
+    d = Daemon(engine, "tiny.en", ServeOptions(port=0, max_sessions=1))
+    await d.start()
+    try:
+        first = StreamClient(url(d))
+        await first.connect()
+        second = StreamClient(url(d), reconnect_for=60)
+        waiting = asyncio.create_task(second.connect())
+
+        async def refused() -> None:
+            while not d.metrics.errors.get("over_capacity"):
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(refused(), 30)  # the second client was turned away (1013) at least once
+        assert not waiting.done()
+        await first.end()
+        assert isinstance((await collect(first))[-1], Done)
+        ready = await asyncio.wait_for(waiting, 30)
+        assert ready.session == second.session_id
+        await second.close()
+    finally:
+        await d.shutdown()
 
 
 async def run_listen(*args: str) -> tuple[int, str, str]:

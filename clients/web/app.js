@@ -19,8 +19,13 @@
   if (overlay) document.body.classList.add("overlay");
 
   let running = false, ws = null, live = false, session = null, nextIndex = 0;
+  let sessionId = newSessionId(); // ?session=ID on every connection of a session (balancer affinity)
   let framesRecorded = 0;
   let backlog = [], backlogBytes = 0, attempt = 0, retryTimer = null, audio = null;
+
+  function newSessionId() { // 32 hex digits; crypto.randomUUID needs a secure context, this does not
+    return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
+  }
 
   function setState(state, note = "") {
     stateEl.dataset.state = state;
@@ -56,7 +61,9 @@
 
   function connect() {
     retryTimer = null;
-    const url = token ? `${server}?token=${encodeURIComponent(token)}` : server;
+    const params = new URLSearchParams({ session: sessionId });
+    if (token) params.set("token", token);
+    const url = `${server}${server.includes("?") ? "&" : "?"}${params}`;
     const sock = new WebSocket(url);
     sock.binaryType = "arraybuffer";
     ws = sock;
@@ -159,6 +166,7 @@
       return;
     }
     session = null;
+    sessionId = newSessionId();
     nextIndex = 0;
     attempt = 0;
     connect();

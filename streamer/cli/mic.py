@@ -90,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
                 await daemon.start()
             except OSError as e:
                 raise StreamerError(f"cannot listen on {args.host}:{args.port}: {e.strerror}") from None
+            assert daemon.scheduler is not None  # made by start()
             scheduler = daemon.scheduler
         else:
             scheduler = Scheduler(streaming)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from typing import TYPE_CHECKING
 
 from streamer.cli.common import (
     Parser,
@@ -20,6 +21,9 @@ from streamer.cli.common import (
     token,
 )
 from streamer.errors import StreamerError
+
+if TYPE_CHECKING:
+    from streamer.engine import Engine
 
 
 def add(sub: argparse._SubParsersAction[Parser]) -> None:
@@ -47,18 +51,16 @@ def add(sub: argparse._SubParsersAction[Parser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Listen at once (``/healthz`` answers), then load the model in the background (``/readyz`` answers
+    200 once it is warm): torch and the weights take seconds to load."""
     if bool(args.tls_cert) != bool(args.tls_key):
         raise StreamerError("--tls-cert and --tls-key go together")
     if not 0 <= args.port <= 65535:
         raise StreamerError(f"--port: {args.port} is not a TCP port")
-    target = device(args.compute_device)
-    set_threads(args.threads)
 
     from streamer.daemon.server import Daemon, ServeOptions
     from streamer.daemon.web import check_web_dir, default_web_dir
-    from streamer.model.loading import load_model
 
-    loaded = load_model(args.model, device=target)
     options = ServeOptions(
         host=args.host, port=args.port, token=token(args),
         max_sessions=args.max_sessions, origins=args.origins, tls_cert=args.tls_cert, tls_key=args.tls_key,
@@ -67,10 +69,16 @@ def run(args: argparse.Namespace) -> int:
         max_session_seconds=60 * args.max_session_minutes if args.max_session_minutes else None,
         stream=stream_config(args),
     )
-    streaming = engine(args, loaded, target, args.max_batch)
+
+    def make_engine() -> Engine:
+        target = device(args.compute_device)
+        set_threads(args.threads)
+        from streamer.model.loading import load_model
+
+        return engine(args, load_model(args.model, device=target), target, args.max_batch)
 
     async def serve() -> None:
-        daemon = Daemon(streaming, loaded.name, options)
+        daemon = Daemon(make_engine, args.model, options)
         loop = asyncio.get_running_loop()
 
         def stop() -> None:

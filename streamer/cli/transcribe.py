@@ -36,6 +36,11 @@ def add(sub: argparse._SubParsersAction[Parser]) -> None:
     t.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
     t.add_argument("--beam-size", type=positive_int, default=None, help="beam search width (default: greedy)")
     t.add_argument(
+        "--batch-size", type=positive_int, default=None, metavar="N",
+        help="decode N windows of a file at once, cut at its pauses (fast on a GPU; windows are not prompted "
+        "with the text before them; greedy only)",
+    )
+    t.add_argument(
         "--format", choices=("text", "json", "srt", "vtt", "jsonl"), default="text",
         help="output format (jsonl: one event per line, with --stream)",
     )
@@ -88,14 +93,19 @@ def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
 
     from streamer.audio import load_audio
+    from streamer.decoding.batched import transcribe_batched
     from streamer.decoding.decode import DecodingOptions
     from streamer.decoding.transcribe import TranscribeOptions, transcribe
     from streamer.engine import apply_compute_type
     from streamer.formats import format_transcript
     from streamer.model.loading import load_model
 
+    if args.batch_size is not None and args.beam_size is not None:
+        raise StreamerError("--batch-size decodes greedily: leave out --beam-size")
     loaded = load_model(args.model, device=target)
-    apply_compute_type(loaded, default_compute_type(args, target))
+    batched = None if args.batch_size is None else engine(args, loaded, target, max_batch=args.batch_size)
+    if batched is None:
+        apply_compute_type(loaded, default_compute_type(args, target))
     if not loaded.tokenizer.is_multilingual:
         if spoken not in (None, "en"):
             raise StreamerError(f"--language {args.language}: model {loaded.name} is English-only")
@@ -108,7 +118,10 @@ def run(args: argparse.Namespace) -> int:
     for file in args.files:
         audio = load_audio(file)
         progress = ProgressBar(sys.stderr, Path(file).name) if show_progress and len(audio) > 60 * 16000 else None
-        result = transcribe(loaded.model, loaded.tokenizer, audio, options, progress=progress)
+        if batched is not None:
+            result = transcribe_batched(batched, audio, options, args.batch_size, progress=progress)
+        else:
+            result = transcribe(loaded.model, loaded.tokenizer, audio, options, progress=progress)
         out = format_transcript(result, args.format, str(file))
         if args.output_dir is not None:
             suffix = {"text": "txt"}.get(args.format, args.format)

@@ -4,7 +4,9 @@ error code and the close code the connection ends with. See docs/protocol.md."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
+from urllib.parse import parse_qs
 
 from streamer.streaming.sources import ENCODINGS
 from streamer.tokenizer import LANGUAGES, TO_LANGUAGE_CODE
@@ -17,6 +19,8 @@ POLICY = 1008  # bad token, bad origin, bad start
 TOO_BIG = 1009  # frame over the limit
 INTERNAL = 1011
 TRY_AGAIN = 1013  # over capacity
+UNKNOWN_SESSION = 4404  # a resume of a session this server does not hold: start a new one
+SESSION_EXISTS = 4409  # ?session=ID names a session live on this server
 
 MIN_RATE, MAX_RATE = 8000, 48000
 MAX_FRAME_SECONDS = 1.0
@@ -58,6 +62,22 @@ class Control:
 
 _START_FIELDS = {"type", "sample_rate", "encoding", "language", "task", "partials", "word_timestamps", "resume", "from"}
 MAX_SESSION_ID = 64
+_SESSION_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
+
+
+def parse_session_id(query: str) -> str | None:
+    """The session id a client chose, from the ``session`` parameter of its URL's query (None: none).
+
+    8-64 characters of letters, digits, ``-`` and ``_`` (a UUID is one); a balancer hashes on it, so every
+    connection of a session reaches the same replica."""
+    values = parse_qs(query, keep_blank_values=True).get("session")
+    if values is None:
+        return None
+    if len(values) != 1 or not _SESSION_ID.fullmatch(values[0]):
+        raise ProtocolError(
+            "bad_session", "session must be 8-64 letters, digits, - or _ (a UUID), given once", POLICY
+        )
+    return values[0]
 
 
 def _json(text: str, close_code: int) -> dict[str, object]:

@@ -2,8 +2,13 @@
 
 Each connection is a ``ClientSession``: it parses protocol v1 messages, decodes audio frames, feeds
 its own ``LiveStream`` and forwards the stream's events through a bounded outbox to a sender task.
-Inference never runs on the event loop. Shutdown is ordered and idempotent: stop accepting (503),
-flush every live session's finals and close it with 1001, close the server, stop the inference thread.
+Inference never runs on the event loop. The server listens first and loads the model after (so a
+supervisor sees it alive at once): ``/healthz`` is liveness (200 while the process serves), ``/readyz``
+readiness (200 once the model is loaded and warm, 503 while starting, draining or full). Shutdown is
+ordered and idempotent: stop accepting (503), flush every live session's finals and close it with 1001,
+close the server, stop the inference thread.
+
+Importing this module does not import torch: the model's code is loaded with the model.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ import secrets
 import ssl
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -33,13 +40,13 @@ from streamer.daemon.captions import CaptionHub
 from streamer.daemon.metrics import Metrics
 from streamer.daemon.protocol import ProtocolError, Start
 from streamer.daemon.web import static_file
-from streamer.engine import Engine
 from streamer.streaming.events import Event, Final, Partial
-from streamer.streaming.inference import warm_up
-from streamer.streaming.live import LiveStream
-from streamer.streaming.scheduler import Scheduler
 from streamer.streaming.session import StreamConfig
 from streamer.streaming.sources import PcmDecoder
+
+if TYPE_CHECKING:
+    from streamer.engine import Engine
+    from streamer.streaming.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +105,12 @@ class ClientSession:
         self.conn: ServerConnection | None = None
         self.outbox: asyncio.Queue[dict[str, object] | None] | None = None
         self.sender: asyncio.Task[None] | None = None
+        from streamer.streaming.live import LiveStream
+
         self.decoder = PcmDecoder(start.encoding, start.sample_rate)
         config = StreamConfig(**{**daemon.options.stream.__dict__, "language": start.language,
                                  "partials": start.partials})
+        assert daemon.scheduler is not None  # sessions are taken once the daemon is ready
         self.stream = LiveStream(daemon.scheduler, self._on_events, config, self._on_error, self._on_decoded)
         self.finals: deque[dict[str, object]] = deque(maxlen=RESUME_HISTORY)  # the last finals sent
         self.final_count = 0
@@ -323,14 +333,16 @@ class ClientSession:
 
 
 class Daemon:
-    def __init__(self, engine: Engine, model_name: str, options: ServeOptions | None = None):
-        self.engine = engine
+    """``engine``: the engine, or a function that makes it (loading the model), run once the server
+    listens."""
+
+    def __init__(self, engine: Engine | Callable[[], Engine], model_name: str, options: ServeOptions | None = None):
+        self.engine: Engine | None = None if callable(engine) else engine
+        self._make_engine = engine if callable(engine) else None
         self.model_name = model_name
         self.options = options or ServeOptions()
         self.metrics = Metrics()
-        self.scheduler = Scheduler(
-            engine, max_queue=max(16, 2 * self.options.max_sessions),
-        )
+        self.scheduler: Scheduler | None = None
         self.sessions: dict[str, ClientSession] = {}  # with a connection
         self.detached: dict[str, ClientSession] = {}  # dropped, waiting for a resume (at most max_sessions)
         self.captions: CaptionHub | None = None  # a published session (streamer mic --serve) at /v1/captions
@@ -343,13 +355,17 @@ class Daemon:
         self.metrics.gauges["sessions_active"] = lambda: len(self.sessions)
         self.metrics.gauges["sessions_detached"] = lambda: len(self.detached)
         self.metrics.gauges["tasks"] = lambda: len(asyncio.all_tasks())  # evaluated on the event loop
-        self.metrics.gauges["queue_depth"] = lambda: self.scheduler.depth
-        self.metrics.gauges["inference_busy_seconds"] = lambda: self.scheduler.stats.busy_seconds
-        self.metrics.gauges["inference_windows"] = lambda: self.scheduler.stats.jobs
-        self.metrics.gauges["inference_batches"] = lambda: self.scheduler.stats.batches
-        self.metrics.gauges["real_time_factor"] = lambda: self.scheduler.stats.busy_seconds / max(
+        self.metrics.gauges["ready"] = lambda: float(self.ready and not self.draining)
+        self.metrics.gauges["queue_depth"] = lambda: self.scheduler.depth if self.scheduler else 0
+        self.metrics.gauges["inference_busy_seconds"] = lambda: self._stats("busy_seconds")
+        self.metrics.gauges["inference_windows"] = lambda: self._stats("jobs")
+        self.metrics.gauges["inference_batches"] = lambda: self._stats("batches")
+        self.metrics.gauges["real_time_factor"] = lambda: self._stats("busy_seconds") / max(
             1e-9, self.metrics.audio_seconds
         )
+
+    def _stats(self, name: str) -> float:
+        return float(getattr(self.scheduler.stats, name)) if self.scheduler is not None else 0.0
 
     @property
     def port(self) -> int:
@@ -368,11 +384,25 @@ class Daemon:
             offered = parse_qs(urlsplit(request.path).query).get("token", [""])[0]
         return hmac.compare_digest(offered.encode(), token.encode())
 
+    def readiness(self) -> str | None:
+        """Why the daemon takes no new session now (None: it does)."""
+        if self.draining:
+            return "draining"
+        if not self.ready:
+            return "starting"
+        if len(self.sessions) >= self.options.max_sessions:
+            return "full"
+        if self.scheduler is not None and self.scheduler.saturated:
+            return "saturated"
+        return None
+
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
-        if path == "/healthz":
-            ok = self.ready and not self.draining
-            return _text_response(200 if ok else 503, "ok\n" if ok else "not ready\n")
+        if path == "/healthz":  # liveness: the process serves
+            return _text_response(200, "ok\n")
+        if path == "/readyz":  # readiness: a new session would be taken
+            why = self.readiness()
+            return _text_response(503 if why else 200, f"{why or 'ready'}\n")
         if path == "/metrics":
             return _text_response(200, self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
         if self.options.web_dir is not None and "Upgrade" not in request.headers:
@@ -399,10 +429,19 @@ class Daemon:
                 message = f"the server is at its limit of {self.options.max_sessions} sessions"
                 raise ProtocolError("over_capacity", message, protocol.TRY_AGAIN)
             start = await self._receive_start(conn)
+            chosen = protocol.parse_session_id(urlsplit(conn.request.path).query)
             if start.resume is not None:
+                if chosen is not None and chosen != start.resume:
+                    raise ProtocolError("bad_start", "resume names another session than the URL's session",
+                                        protocol.POLICY)
                 session = await self._resume(start)
             else:
-                session = ClientSession(self, secrets.token_urlsafe(12), start)
+                if chosen is not None and (chosen in self.sessions or chosen in self.detached):
+                    raise ProtocolError(
+                        "session_exists", f"session {chosen!r} is live on this server: resume it or choose another id",
+                        protocol.SESSION_EXISTS,
+                    )
+                session = ClientSession(self, chosen or secrets.token_urlsafe(12), start)
                 with self.metrics.lock:
                     self.metrics.sessions_total += 1
         except ProtocolError as e:
@@ -432,6 +471,7 @@ class Daemon:
             raise ProtocolError("no_start", f"no start message within {START_TIMEOUT:g} s", protocol.POLICY) from None
         if isinstance(first, bytes):
             raise ProtocolError("audio_before_start", "send {\"type\": \"start\"} before audio", protocol.UNSUPPORTED)
+        assert self.engine is not None  # sessions are taken once the daemon is ready
         return protocol.parse_start(first, self.engine.tokenizer.is_multilingual)
 
     async def _resume(self, start: Start) -> ClientSession:
@@ -444,8 +484,9 @@ class Daemon:
         if session is None:
             grace = self.options.resume_grace
             raise ProtocolError(
-                "unknown_session", f"no session {start.resume!r} to resume (it ended, or {grace:g} s passed)",
-                protocol.POLICY,
+                "unknown_session",
+                f"no session {start.resume!r} to resume here (it ended, {grace:g} s passed, or it lived on another "
+                "server): start a new one", protocol.UNKNOWN_SESSION,
             )
         protocol.check_resume(start, session.start)
         del self.detached[start.resume]
@@ -459,7 +500,11 @@ class Daemon:
             next(iter(self.detached.values())).expire()
 
     async def start(self) -> None:
-        await asyncio.to_thread(warm_up, self.engine)  # the first inference is slow: do it now
+        """Listen, then load the model (if the daemon was given a function that makes the engine) and warm
+        it up; /readyz turns 200 and sessions are taken once that is done."""
+        from streamer.streaming.inference import warm_up
+        from streamer.streaming.scheduler import Scheduler
+
         ssl_context = None
         if self.options.tls_cert:
             ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -473,6 +518,17 @@ class Daemon:
             logger=log, server_header="streamer",
         )
         self._lag_watch = asyncio.create_task(self._watch_loop_lag(), name="loop-lag")
+        log.info("listening on %s:%d; loading the model", self.options.host, self.port)
+        try:
+            if self.engine is None:
+                assert self._make_engine is not None
+                self.engine = await asyncio.to_thread(self._make_engine)
+                self.model_name = self.engine.loaded.name
+            await asyncio.to_thread(warm_up, self.engine)  # the first inference is slow: do it now
+        except BaseException:
+            await self._close_server()
+            raise
+        self.scheduler = Scheduler(self.engine, max_queue=max(16, 2 * self.options.max_sessions))
         self.ready = True
         scheme = "wss" if ssl_context else "ws"
         log.warning("streamer ready on %s://%s:%d/v1/stream (model %s)", scheme, self.options.host, self.port,
@@ -505,13 +561,17 @@ class Daemon:
             await asyncio.wait_for(asyncio.gather(*drains, return_exceptions=True), self.options.drain_timeout + 5)
         if self.captions is not None:
             self.captions.close()
+        await self._close_server()
+        if self.scheduler is not None:
+            await asyncio.to_thread(self.scheduler.close)
+        self._stopped.set()
+
+    async def _close_server(self) -> None:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
-        await asyncio.to_thread(self.scheduler.close)
         if self._lag_watch is not None:
             self._lag_watch.cancel()
-        self._stopped.set()
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()

@@ -10,6 +10,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import os
 import pickle
 import re
 import zipfile
@@ -90,6 +91,51 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def cache_dir() -> Path:
+    """The user's cache directory for streamer ($STREAMER_CACHE, else $XDG_CACHE_HOME/streamer)."""
+    if explicit := os.environ.get("STREAMER_CACHE"):
+        return Path(explicit)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "streamer"
+
+
+class VerifiedFiles:
+    """Files whose SHA-256 was checked, remembered by (path, size, modification time) in the user's cache,
+    so a start does not hash a model of tens or hundreds of MB again; a file changed since is hashed again.
+    An unwritable cache only means hashing every time."""
+
+    def __init__(self, path: Path | None = None):
+        self.path = path or cache_dir() / "verified.json"
+        try:
+            self.entries: dict[str, list[object]] = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            self.entries = {}
+        if not isinstance(self.entries, dict):
+            self.entries = {}
+
+    @staticmethod
+    def _stamp(path: Path) -> list[object]:
+        st = path.stat()
+        return [st.st_size, st.st_mtime_ns]
+
+    def check(self, path: Path, digest: str) -> bool:
+        """Whether ``path`` has the SHA-256 ``digest`` (hashing it unless it was verified unchanged)."""
+        key = str(path.resolve())
+        stamp = self._stamp(path)
+        if self.entries.get(key) == [*stamp, digest]:
+            return True
+        if _sha256(path) != digest:
+            return False
+        self.entries[key] = [*stamp, digest]
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+            tmp.write_text(json.dumps(self.entries), encoding="utf-8")
+            tmp.replace(self.path)
+        except OSError as e:
+            log.debug("cannot remember verified files in %s: %s", self.path, e)
+        return True
+
+
 def _package_dir(package: str) -> Path | None:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
@@ -108,10 +154,11 @@ def bundled_files(name: str) -> dict[str, Path]:
         for file in (root / bundle.subdir).iterdir():
             if file.name in bundle.files:
                 paths[file.name] = file
+    verified = VerifiedFiles()
     for file_name, digest in bundle.files.items():
         if file_name not in paths:
             raise ModelFileError(f"bundled model {name!r}: file {file_name} is missing ({bundle.extra})")
-        if _sha256(paths[file_name]) != digest:
+        if not verified.check(paths[file_name], digest):
             raise ModelFileError(f"{paths[file_name]}: SHA-256 mismatch, the file is corrupt or was modified")
     return paths
 

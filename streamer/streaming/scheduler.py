@@ -68,6 +68,11 @@ class Scheduler:
     def depth(self) -> int:
         return len(self._queue)
 
+    @property
+    def saturated(self) -> bool:
+        """More windows wait than the next batch takes: a new stream would slow every stream down."""
+        return len(self._queue) > self.max_batch
+
     def submit(self, job: WindowJob, callback: Callback) -> None:
         with self._cond:
             if self._stopping:

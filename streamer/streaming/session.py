@@ -22,17 +22,19 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from streamer import SAMPLE_RATE
-from streamer.decoding.decode import DecodingResult
+from streamer import N_SAMPLES, SAMPLE_RATE
 from streamer.errors import StreamerError
-from streamer.mel import N_SAMPLES
 from streamer.streaming.events import Event, Final, Partial, Word
 from streamer.streaming.policy import agreed_prefix, find_loop, word_key
 from streamer.streaming.ring import BufferFull, RingBuffer
 from streamer.streaming.vad import SpeechEnd, SpeechStart, VadSegmenter
+
+if TYPE_CHECKING:
+    from streamer.decoding.decode import DecodingResult
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,7 @@ class StreamConfig:
     encoder_pad: float | None = None
     final_encoder_pad: float | None = None
     encoder_step: float = 1.0
-    draft: bool = True  # decode from the last hypothesis as a draft (the same text, found faster)
+    draft: bool = True  # partial decodes check the last hypothesis as a draft (the same text, found faster)
 
     def encoder_seconds(self, audio_seconds: float, final: bool = False) -> float:
         """How many seconds the encoder sees for a window of ``audio_seconds``."""
@@ -238,7 +240,11 @@ class StreamSession:
         sample_len = max(8, int(10 + config.max_tokens_per_second * seconds) - len(prefix))
         prompt = tuple(self._context) if config.condition_on_previous_text else tuple(config.initial_prompt)
         draft: tuple[int, ...] = ()
-        if config.draft and temperature == 0 and self._history:
+        # Not for the final decode, which commits the rest of the utterance: a draft is checked in one
+        # pass over all its tokens, and int8 linears quantise a pass's activations with one scale, so
+        # the logits differ a little from a token-by-token decode; the committing decode is the one that
+        # must match offline transcription ("ill-disposed", not "old-sposed", on knife-edge words).
+        if config.draft and temperature == 0 and self._history and not final:
             draft = tuple(t for w in self._history[-1].words for t in w.tokens)
         job = WindowJob(
             id=next(_job_ids), start=start, audio=self.ring.view(start, end).copy(), prompt=prompt, prefix=prefix,

@@ -114,18 +114,52 @@ async def test_a_resume_takes_over_a_connection_the_server_still_holds(daemon):
     await asyncio.wait_for(read_until_closed(old, []), 10)  # the old connection was cut
 
 
-async def expect_refusal(d: Daemon, start: dict, code: str) -> None:
-    async with connect(uri(d)) as ws:
+async def expect_refusal(d: Daemon, start: dict, code: str, close: int = 1008, query: str = "") -> None:
+    async with connect(uri(d) + query) as ws:
         await ws.send(json.dumps(start))
         message = json.loads(await ws.recv())
         assert message["type"] == "error" and message["code"] == code, message
         with pytest.raises(ConnectionClosed):
             await ws.recv()
-        assert ws.close_code == 1008
+        assert ws.close_code == close
 
 
 async def test_resuming_an_unknown_session_is_refused(daemon):
-    await expect_refusal(daemon, {"type": "start", "resume": "no-such-session", "from": 0}, "unknown_session")
+    await expect_refusal(daemon, {"type": "start", "resume": "no-such-session", "from": 0}, "unknown_session", 4404)
+
+
+async def test_a_session_named_in_the_url_is_adopted_and_resumed_under_that_name(daemon):
+    name = "3f2b8c1e-0d4a-4e9b-9a57-1c2d3e4f5a6b"
+    ws = await connect(uri(daemon) + f"?session={name}")
+    await ws.send(json.dumps({"type": "start"}))
+    assert json.loads(await ws.recv())["session"] == name
+    await ws.send(pcm16(load_audio(CLIP))[: 2 * SAMPLE_RATE])
+    await ws.close()
+    async with connect(uri(daemon) + f"?session={name}") as again:
+        await again.send(json.dumps({"type": "start", "resume": name, "from": 0}))
+        ready = json.loads(await again.recv())
+        assert ready["session"] == name and ready["resumed"] is True
+
+
+async def test_a_session_name_live_on_the_server_is_refused(daemon):
+    name = "live-session-0001"
+    async with connect(uri(daemon) + f"?session={name}") as ws:
+        await ws.send(json.dumps({"type": "start"}))
+        await ws.recv()
+        await expect_refusal(daemon, {"type": "start"}, "session_exists", 4409, f"?session={name}")
+
+
+MALFORMED = ["?session=short", "?session=has%20space-0001", "?session=a-b-c-d-e&session=a-b-c-d-e"]
+
+
+@pytest.mark.parametrize("query", MALFORMED)
+async def test_a_malformed_session_name_is_refused(daemon, query):
+    await expect_refusal(daemon, {"type": "start"}, "bad_session", 1008, query)
+
+
+async def test_a_resume_must_name_the_urls_session(daemon):
+    await expect_refusal(daemon, {"type": "start", "resume": "other-session-01"}, "bad_start", 1008,
+                         "?session=this-session-01")
 
 
 async def test_a_resume_cannot_change_the_audio_format(daemon):
@@ -156,7 +190,7 @@ async def test_a_dropped_session_ends_after_the_grace_period(engine):
         assert session in d.detached and not d.sessions
         await asyncio.sleep(1.0)
         assert not d.detached
-        await expect_refusal(d, {"type": "start", "resume": session}, "unknown_session")
+        await expect_refusal(d, {"type": "start", "resume": session}, "unknown_session", 4404)
     finally:
         await d.shutdown()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -189,3 +190,33 @@ def test_other_sizes_build_and_decode(n_mels: int, n_vocab: int, n_text_layer: i
         logits = model.decoder(torch.tensor([[50258, 50259]]), torch.arange(2)[None], cache, kv_len=2)
     assert logits.shape == (1, 2, n_vocab) and torch.isfinite(logits).all()
     assert dims.num_languages == (100 if n_vocab == 51866 else 99)
+
+
+def test_a_verified_file_is_not_hashed_again_until_it_changes(tmp_path: Path) -> None:
+    from streamer.model.loading import VerifiedFiles, _sha256
+
+    data = tmp_path / "model.bin"
+    data.write_bytes(b"weights" * 1000)
+    digest = _sha256(data)
+    cache = tmp_path / "cache" / "verified.json"
+    assert VerifiedFiles(cache).check(data, digest)
+    assert json.loads(cache.read_text())[str(data)][2] == digest  # remembered with its size and time
+    os.utime(data, ns=(1, 1))  # the same size, another time: hashed again (and still right)
+    assert VerifiedFiles(cache).check(data, digest)
+    with data.open("r+b") as f:  # changed in place, size kept: the stamp differs, the hash fails
+        f.write(b"W")
+    assert not VerifiedFiles(cache).check(data, digest)
+    assert not VerifiedFiles(tmp_path / "missing" / "v.json").check(data, digest)
+
+
+def test_a_remembered_file_is_trusted_without_hashing(tmp_path: Path) -> None:
+    """What the cache remembers is exactly (size, mtime, digest): a file matching it is not read."""
+    from streamer.model.loading import VerifiedFiles
+
+    data = tmp_path / "model.bin"
+    data.write_bytes(b"x" * 10)
+    st = data.stat()
+    cache = tmp_path / "verified.json"
+    cache.write_text(json.dumps({str(data): [st.st_size, st.st_mtime_ns, "f" * 64]}))
+    assert VerifiedFiles(cache).check(data, "f" * 64)  # the remembered digest, not the file's
+    assert not VerifiedFiles(cache).check(data, "0" * 64)

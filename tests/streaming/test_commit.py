@@ -112,3 +112,17 @@ def test_no_word_is_committed_before_the_first_commit_audio():
     words = (("and", 0.2, 0.5, 0.99),)
     decode_at(session, 1.5, hypothesis(*words))
     assert decode_at(session, 2.0, hypothesis(*words)) == []
+
+
+def test_partial_decodes_carry_the_last_hypothesis_as_a_draft_and_the_final_decode_none():
+    """The final decode commits the utterance's last words: token by token, as offline transcription."""
+    session = StreamSession(CONFIG)
+    words = (("and", 0.2, 0.5, 0.3), ("mister", 0.5, 1.0, 0.3))
+    decode_at(session, 1.5, hypothesis(*words))
+    session.feed(AUDIO[int(1.5 * 16000) : int(1.8 * 16000)])
+    partial = session.next_job()
+    assert partial is not None and not partial.final and partial.draft == (1000, 1001)
+    session.abandon(partial)
+    session.flush()
+    final = session.next_job()
+    assert final is not None and final.final and final.draft == ()

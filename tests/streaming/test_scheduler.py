@@ -54,3 +54,19 @@ def test_a_window_that_fails_inference_fails_only_its_own_session(engine):
     assert isinstance(outcomes[0], DecodingResult) and isinstance(outcomes[2], DecodingResult)
     assert "young man" in normalize(outcomes[0].text) and "young man" in normalize(outcomes[2].text)
     assert scheduler.stats.errors == 1
+
+
+def test_saturated_while_more_windows_wait_than_one_batch_takes(engine):
+    scheduler = Scheduler(engine, max_batch=2)
+    done = threading.Semaphore(0)
+    try:
+        scheduler.submit(job(np.zeros(30 * 16000, np.float32)), lambda _j, _o: done.release())  # keeps it busy
+        assert not scheduler.saturated
+        for _ in range(3):
+            scheduler.submit(job(load_audio(SENSE[1])), lambda _j, _o: done.release())
+        assert scheduler.saturated  # 3 wait, the next batch takes 2
+        for _ in range(4):
+            assert done.acquire(timeout=120)
+        assert not scheduler.saturated
+    finally:
+        scheduler.close()
