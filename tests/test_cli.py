@@ -109,6 +109,20 @@ def test_srt_json_and_vtt_outputs(tmp_path: Path) -> None:
     assert all(s["start"] <= s["end"] <= data["duration"] for s in data["segments"])
 
 
+def test_batched_transcription_shows_its_progress_and_prints_the_text(capsys: pytest.CaptureFixture[str]) -> None:
+    garden = FIXTURES / "speech" / "garden.wav"  # 63 s, three windows
+    assert main(["transcribe", str(garden), "--batch-size", "2", "--progress"]) == 0
+    out, err = capsys.readouterr()
+    assert "garden.wav [" in err and "100%" in err and "63.1/63.1 s" in err
+    assert err.count("%") >= 2  # a step per batch, not only the end
+    assert "garden" in normalize(out).split() and len(normalize(out).split()) > 120
+
+
+def test_batch_size_refuses_beam_search() -> None:
+    proc = run_cli("transcribe", str(FIXTURES / "001.wav"), "--batch-size", "4", "--beam-size", "2")
+    assert proc.returncode == 2 and "--batch-size decodes greedily" in proc.stderr
+
+
 def test_progress_bar_for_audio_over_a_minute(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "long.wav"
     write_wav(path, np.zeros(16000 * 62, dtype=np.float32), 16000, 1, 16)

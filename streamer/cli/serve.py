@@ -47,6 +47,8 @@ def add(sub: argparse._SubParsersAction[Parser]) -> None:
                    help="serve the browser caption page at / (default DIR: clients/web)")
     v.add_argument("--idle-timeout", type=positive_float, default=60.0,
                    help="close a session after this many seconds without a message")
+    v.add_argument("--wyoming-port", type=int, default=None, metavar="PORT",
+                   help="also serve the Wyoming protocol (Home Assistant) on this TCP port")
     v.set_defaults(run=run)
 
 
@@ -57,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
         raise StreamerError("--tls-cert and --tls-key go together")
     if not 0 <= args.port <= 65535:
         raise StreamerError(f"--port: {args.port} is not a TCP port")
+    if args.wyoming_port is not None and not 0 <= args.wyoming_port <= 65535:
+        raise StreamerError(f"--wyoming-port: {args.wyoming_port} is not a TCP port")
 
     from streamer.daemon.server import Daemon, ServeOptions
     from streamer.daemon.web import check_web_dir, default_web_dir
@@ -67,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         resume_grace=args.resume_grace, idle_timeout=args.idle_timeout,
         web_dir=None if args.web is None else check_web_dir(args.web or default_web_dir()),
         max_session_seconds=60 * args.max_session_minutes if args.max_session_minutes else None,
-        stream=stream_config(args),
+        stream=stream_config(args), wyoming_port=args.wyoming_port,
     )
 
     def make_engine() -> Engine:

@@ -74,6 +74,7 @@ class ServeOptions:
     max_session_seconds: float | None = None  # audio per session; then its finals, and a 1008 close
     keepalive: float = 20.0  # ping interval; a client that does not answer within this is dropped
     web_dir: Path | None = None  # serve the browser caption page (clients/web) at /
+    wyoming_port: int | None = None  # also serve Wyoming (Home Assistant) on this TCP port (0: any free one)
     stream: StreamConfig = field(default_factory=StreamConfig)
 
 
@@ -345,6 +346,9 @@ class Daemon:
         self.scheduler: Scheduler | None = None
         self.sessions: dict[str, ClientSession] = {}  # with a connection
         self.detached: dict[str, ClientSession] = {}  # dropped, waiting for a resume (at most max_sessions)
+        self.other_sessions: dict[str, int] = {"wyoming": 0}  # live sessions of the other protocols
+        self._wyoming: asyncio.Server | None = None
+        self._wyoming_tasks: set[asyncio.Task[None]] = set()
         self.captions: CaptionHub | None = None  # a published session (streamer mic --serve) at /v1/captions
         self.ready = False
         self.draining = False
@@ -352,7 +356,8 @@ class Daemon:
         self._stopped = asyncio.Event()
         self._shutdown_task: asyncio.Task[None] | None = None
         self._lag_watch: asyncio.Task[None] | None = None
-        self.metrics.gauges["sessions_active"] = lambda: len(self.sessions)
+        self.metrics.gauges["sessions_active"] = lambda: self.session_count
+        self.metrics.gauges["sessions_active_wyoming"] = lambda: self.other_sessions["wyoming"]
         self.metrics.gauges["sessions_detached"] = lambda: len(self.detached)
         self.metrics.gauges["tasks"] = lambda: len(asyncio.all_tasks())  # evaluated on the event loop
         self.metrics.gauges["ready"] = lambda: float(self.ready and not self.draining)
@@ -384,13 +389,23 @@ class Daemon:
             offered = parse_qs(urlsplit(request.path).query).get("token", [""])[0]
         return hmac.compare_digest(offered.encode(), token.encode())
 
+    @property
+    def session_count(self) -> int:
+        """Live sessions of every protocol (what ``--max-sessions`` bounds)."""
+        return len(self.sessions) + sum(self.other_sessions.values())
+
+    @property
+    def wyoming_port(self) -> int:
+        assert self._wyoming is not None and self._wyoming.sockets
+        return int(self._wyoming.sockets[0].getsockname()[1])
+
     def readiness(self) -> str | None:
         """Why the daemon takes no new session now (None: it does)."""
         if self.draining:
             return "draining"
         if not self.ready:
             return "starting"
-        if len(self.sessions) >= self.options.max_sessions:
+        if self.session_count >= self.options.max_sessions:
             return "full"
         if self.scheduler is not None and self.scheduler.saturated:
             return "saturated"
@@ -425,7 +440,7 @@ class Daemon:
             await self.captions.serve(conn)
             return
         try:
-            if len(self.sessions) >= self.options.max_sessions:
+            if self.session_count >= self.options.max_sessions:
                 message = f"the server is at its limit of {self.options.max_sessions} sessions"
                 raise ProtocolError("over_capacity", message, protocol.TRY_AGAIN)
             start = await self._receive_start(conn)
@@ -499,12 +514,22 @@ class Daemon:
         while len(self.detached) > self.options.max_sessions:
             next(iter(self.detached.values())).expire()
 
+    def _load(self) -> Engine:
+        """The engine, loaded if need be, warmed up (the first inference is slow): on a worker thread."""
+        from streamer.streaming.inference import warm_up
+
+        engine = self.engine
+        if engine is None:
+            assert self._make_engine is not None
+            engine = self._make_engine()
+            self.model_name = engine.loaded.name
+        warm_up(engine)
+        return engine
+
     async def start(self) -> None:
         """Listen, then load the model (if the daemon was given a function that makes the engine) and warm
-        it up; /readyz turns 200 and sessions are taken once that is done."""
-        from streamer.streaming.inference import warm_up
-        from streamer.streaming.scheduler import Scheduler
-
+        it up; /readyz turns 200 and sessions are taken once that is done. torch is imported after the
+        server listens, on the loading thread."""
         ssl_context = None
         if self.options.tls_cert:
             ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -518,16 +543,20 @@ class Daemon:
             logger=log, server_header="streamer",
         )
         self._lag_watch = asyncio.create_task(self._watch_loop_lag(), name="loop-lag")
+        if self.options.wyoming_port is not None:
+            from streamer.daemon.wyoming import serve_wyoming
+
+            self._wyoming = await serve_wyoming(self, self.options.host, self.options.wyoming_port,
+                                                self._wyoming_tasks)
+            log.info("wyoming on tcp://%s:%d", self.options.host, self.wyoming_port)
         log.info("listening on %s:%d; loading the model", self.options.host, self.port)
         try:
-            if self.engine is None:
-                assert self._make_engine is not None
-                self.engine = await asyncio.to_thread(self._make_engine)
-                self.model_name = self.engine.loaded.name
-            await asyncio.to_thread(warm_up, self.engine)  # the first inference is slow: do it now
+            self.engine = await asyncio.to_thread(self._load)
         except BaseException:
             await self._close_server()
             raise
+        from streamer.streaming.scheduler import Scheduler
+
         self.scheduler = Scheduler(self.engine, max_queue=max(16, 2 * self.options.max_sessions))
         self.ready = True
         scheme = "wss" if ssl_context else "ws"
@@ -567,6 +596,12 @@ class Daemon:
         self._stopped.set()
 
     async def _close_server(self) -> None:
+        if self._wyoming is not None:
+            self._wyoming.close()
+            for task in list(self._wyoming_tasks):
+                task.cancel()
+            await asyncio.gather(*self._wyoming_tasks, return_exceptions=True)
+            await self._wyoming.wait_closed()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()

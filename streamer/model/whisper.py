@@ -225,7 +225,12 @@ class TextDecoder(nn.Module):
     def __init__(self, dims: ModelDimensions):
         super().__init__()
         self.dims = dims
-        self.token_embedding = nn.Embedding(dims.n_vocab, dims.n_text_state)
+        # Embedding's own random init, on the meta device (where loading builds the model), imports
+        # torch._dynamo: 1.8 s of a CLI start. So the table is made here, and drawn only off the meta device.
+        table = torch.empty(dims.n_vocab, dims.n_text_state)  # (V, D)
+        if not table.is_meta:
+            nn.init.normal_(table)
+        self.token_embedding = nn.Embedding(dims.n_vocab, dims.n_text_state, _weight=table)
         self.positional_embedding = nn.Parameter(torch.zeros(dims.n_text_ctx, dims.n_text_state))
         self.blocks = nn.ModuleList(
             DecoderBlock(dims.n_text_state, dims.n_text_head) for _ in range(dims.n_text_layer)

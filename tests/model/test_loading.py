@@ -6,6 +6,8 @@ import dataclasses
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -220,3 +222,16 @@ def test_a_remembered_file_is_trusted_without_hashing(tmp_path: Path) -> None:
     cache.write_text(json.dumps({str(data): [st.st_size, st.st_mtime_ns, "f" * 64]}))
     assert VerifiedFiles(cache).check(data, "f" * 64)  # the remembered digest, not the file's
     assert not VerifiedFiles(cache).check(data, "0" * 64)
+
+
+def test_loading_a_model_does_not_import_the_compiler() -> None:
+    """torch._dynamo costs 1.8 s of a CLI start: building the model on the meta device must not pull it in."""
+    code = (
+        "import sys\n"
+        "from streamer.model.loading import load_model\n"
+        "load_model('tiny.en')\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

@@ -57,15 +57,17 @@ def test_a_window_that_fails_inference_fails_only_its_own_session(engine):
 
 
 def test_saturated_while_more_windows_wait_than_one_batch_takes(engine):
+    audio = load_audio(SENSE[1])
     scheduler = Scheduler(engine, max_batch=2)
     done = threading.Semaphore(0)
     try:
         scheduler.submit(job(np.zeros(30 * 16000, np.float32)), lambda _j, _o: done.release())  # keeps it busy
         assert not scheduler.saturated
-        for _ in range(3):
-            scheduler.submit(job(load_audio(SENSE[1])), lambda _j, _o: done.release())
-        assert scheduler.saturated  # 3 wait, the next batch takes 2
         for _ in range(4):
+            scheduler.submit(job(audio), lambda _j, _o: done.release())
+        # 4 wait (3 if the thread took one with the first window): more than the next batch takes
+        assert scheduler.saturated
+        for _ in range(5):
             assert done.acquire(timeout=120)
         assert not scheduler.saturated
     finally:
