@@ -7,8 +7,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 from websockets.asyncio.client import connect
@@ -16,14 +14,7 @@ from websockets.exceptions import InvalidStatus
 
 from streamer.daemon.server import Daemon, ServeOptions
 from streamer.errors import ModelFileError
-
-
-def get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
+from tests.daemon.test_server import http_get as get
 
 
 async def test_the_daemon_is_live_while_its_model_loads_and_ready_after(engine):

@@ -9,12 +9,9 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +23,8 @@ from streamer import SAMPLE_RATE
 from streamer.audio import load_audio
 from streamer.client import Done, Final, Ready, StreamClient
 from tests.conftest import FIXTURES, normalize
+from tests.daemon.test_server import http_get as get
+from tests.test_client import free_port
 
 log = logging.getLogger(__name__)
 CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "haproxy" / "haproxy.cfg"
@@ -36,20 +35,6 @@ GAP = np.zeros(SAMPLE_RATE, np.float32)
 pytestmark = pytest.mark.skipif(
     shutil.which("haproxy") is None, reason="haproxy is not installed (apt-get install haproxy)"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
 
 
 def wait_until(check, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
@@ -152,6 +137,19 @@ async def run_client(client: StreamClient, audio: np.ndarray, started: asyncio.E
     return await asyncio.wait_for(reader, 180)
 
 
+async def streaming(
+    cluster: Cluster, audios: list[np.ndarray]
+) -> tuple[list[StreamClient], list[asyncio.Task[list]], list[int]]:
+    """A client per audio streaming it through the balancer; returns once each has sent 2 s, with the
+    clients, their runs and the sessions per replica at that moment."""
+    clients = [StreamClient(cluster.url) for _ in audios]
+    started = [asyncio.Event() for _ in clients]
+    runs = [asyncio.create_task(run_client(c, a, s)) for c, a, s in zip(clients, audios, started, strict=True)]
+    for s in started:
+        await s.wait()
+    return clients, runs, await asyncio.to_thread(cluster.sessions)
+
+
 def finals_of(events: list) -> list[Final]:
     return [e for e in events if isinstance(e, Final)]
 
@@ -199,13 +197,7 @@ def test_a_dropped_connection_resumes_on_its_replica_through_the_balancer(cluste
 
 def test_clients_of_a_killed_replica_carry_on_with_the_others(cluster):
     async def main() -> tuple[list[list], list[StreamClient], int]:
-        clients = [StreamClient(cluster.url) for _ in range(6)]
-        started = [asyncio.Event() for _ in clients]
-        runs = [asyncio.create_task(run_client(c, np.concatenate([clip(i), clip(i + 1)]), s))
-                for i, (c, s) in enumerate(zip(clients, started, strict=True))]
-        for s in started:
-            await s.wait()
-        counts = await asyncio.to_thread(cluster.sessions)
+        clients, runs, counts = await streaming(cluster, [np.concatenate([clip(i), clip(i + 1)]) for i in range(6)])
         victim = max(range(3), key=counts.__getitem__)
         cluster.replicas[victim].send_signal(signal.SIGKILL)
         killed_at.append(time.monotonic())
@@ -234,13 +226,7 @@ def test_clients_of_a_killed_replica_carry_on_with_the_others(cluster):
 
 def test_a_draining_replica_takes_no_new_session_and_delivers_its_finals(cluster):
     async def main() -> tuple[list[list], list[StreamClient], int, list[int]]:
-        clients = [StreamClient(cluster.url) for _ in range(3)]
-        started = [asyncio.Event() for _ in clients]
-        runs = [asyncio.create_task(run_client(c, clip(i), s))
-                for i, (c, s) in enumerate(zip(clients, started, strict=True))]
-        for s in started:
-            await s.wait()
-        counts = await asyncio.to_thread(cluster.sessions)
+        clients, runs, counts = await streaming(cluster, [clip(i) for i in range(3)])
         drained = max(range(3), key=counts.__getitem__)
         cluster.replicas[drained].send_signal(signal.SIGTERM)
         await asyncio.to_thread(wait_until, lambda: get(cluster.ports[drained], "/readyz")[0] == 503, 10, "503")
