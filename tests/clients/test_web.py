@@ -8,6 +8,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import re
 import shutil
 import urllib.request
 import wave
@@ -118,6 +119,8 @@ async def test_the_page_captions_its_microphone_and_the_overlay_renders(engine, 
         base = f"http://127.0.0.1:{d.port}/?token=pagetoken"
         async with chromium(tmp_path, base + "&autostart=1", wav) as page:
             await page.wait_for("document.getElementById('state').dataset.state === 'live'", 60)
+            # the page named its session in the URL (32 hex digits, its own id), and the daemon adopted it
+            assert [s for s in d.sessions if re.fullmatch(r"[0-9a-f]{32}", s)], list(d.sessions)
             text = await page.wait_for(
                 "(t => /dashwood/i.test(t) && t)(document.getElementById('finals').textContent)", 120
             )
