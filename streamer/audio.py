@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import struct
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,15 +121,16 @@ def read_wav_bytes(data: bytes, name: str) -> np.ndarray:
     raise AudioFileError(f"{name}: malformed WAV (no data chunk)")
 
 
-def _decode_with_ffmpeg(path: Path) -> np.ndarray:
+def _decode_with_ffmpeg(path: Path, name: str | None = None) -> np.ndarray:
+    path_name = name or str(path)
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
-        raise AudioFileError(f"{path}: not a WAV file, and ffmpeg (needed for other formats) is not installed")
+        raise AudioFileError(f"{path_name}: not a WAV file, and ffmpeg (needed for other formats) is not installed")
     cmd = [ffmpeg, "-nostdin", "-v", "error", "-i", str(path), "-f", "s16le", "-ac", "1", "-ar", str(SAMPLE_RATE), "-"]
     proc = subprocess.run(cmd, capture_output=True, check=False)
     if proc.returncode != 0:
         reason = proc.stderr.decode(errors="replace").strip().splitlines()
-        raise AudioFileError(f"{path}: ffmpeg cannot decode it ({reason[-1] if reason else 'no reason given'})")
+        raise AudioFileError(f"{path_name}: ffmpeg cannot decode it ({reason[-1] if reason else 'no reason given'})")
     return np.frombuffer(proc.stdout, dtype="<i2").astype(np.float32) / 32768.0
 
 
@@ -146,3 +148,13 @@ def load_audio(path: str | Path) -> np.ndarray:
     if data[:4] == b"RIFF":
         return read_wav_bytes(data, str(path))
     return _decode_with_ffmpeg(path)
+
+
+def load_audio_bytes(data: bytes, name: str) -> np.ndarray:
+    """An uploaded audio file (any format ffmpeg reads; WAV without it) as float32 mono 16 kHz samples."""
+    if data[:4] == b"RIFF":
+        return read_wav_bytes(data, name)
+    with tempfile.NamedTemporaryFile(prefix="streamer-upload-", suffix=Path(name).suffix[:16]) as file:
+        file.write(data)
+        file.flush()
+        return _decode_with_ffmpeg(Path(file.name), name)

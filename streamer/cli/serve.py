@@ -49,6 +49,8 @@ def add(sub: argparse._SubParsersAction[Parser]) -> None:
                    help="close a session after this many seconds without a message")
     v.add_argument("--wyoming-port", type=int, default=None, metavar="PORT",
                    help="also serve the Wyoming protocol (Home Assistant) on this TCP port")
+    v.add_argument("--max-upload-mb", type=positive_float, default=100.0, metavar="MB",
+                   help="the largest audio file POSTed to /v1/audio/transcriptions (OpenAI REST); default 100")
     v.set_defaults(run=run)
 
 
@@ -72,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         web_dir=None if args.web is None else check_web_dir(args.web or default_web_dir()),
         max_session_seconds=60 * args.max_session_minutes if args.max_session_minutes else None,
         stream=stream_config(args), wyoming_port=args.wyoming_port,
+        max_upload_mb=args.max_upload_mb,
     )
 
     def make_engine() -> Engine:

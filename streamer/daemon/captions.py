@@ -15,10 +15,10 @@ import json
 import logging
 from collections import deque
 
-from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from streamer.daemon import protocol
+from streamer.daemon.connection import WebSocketConnection
 from streamer.streaming.events import Event, Final, Partial
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ class CaptionHub:
         self.session_id = session_id
         self.model_name = model_name
         self.recent: deque[dict[str, object]] = deque(maxlen=history)
-        self._outboxes: dict[ServerConnection, asyncio.Queue[dict[str, object] | None]] = {}
+        self._outboxes: dict[WebSocketConnection, asyncio.Queue[dict[str, object] | None]] = {}
         self.closed = False
 
     @property
@@ -56,7 +56,7 @@ class CaptionHub:
                     del self._outboxes[conn]
                     asyncio.get_running_loop().create_task(conn.close(protocol.POLICY, "client is not reading"))
 
-    async def serve(self, conn: ServerConnection) -> None:
+    async def serve(self, conn: WebSocketConnection) -> None:
         """One subscriber's connection, until it or the hub closes."""
         if self.closed:
             await conn.close(protocol.GOING_AWAY, "server shutting down")
@@ -76,7 +76,7 @@ class CaptionHub:
             self._outboxes.pop(conn, None)
             sender.cancel()
 
-    async def _send(self, conn: ServerConnection, outbox: asyncio.Queue[dict[str, object] | None]) -> None:
+    async def _send(self, conn: WebSocketConnection, outbox: asyncio.Queue[dict[str, object] | None]) -> None:
         try:
             while (message := await outbox.get()) is not None:
                 await conn.send(json.dumps(message, ensure_ascii=False))

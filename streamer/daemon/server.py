@@ -1,4 +1,5 @@
-"""The daemon: an asyncio WebSocket server (the websockets library) over one shared inference thread.
+"""The daemon: one HTTP/WebSocket port (uvicorn, Starlette routing, see ``http``) over one shared
+inference thread.
 
 Each connection is a ``ClientSession``: it parses protocol v1 messages, decodes audio frames, feeds
 its own ``LiveStream`` and forwards the stream's events through a bounded outbox to a sender task.
@@ -15,41 +16,39 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import hmac
 import json
 import logging
 import secrets
-import ssl
+import socket
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from pathlib import Path
-from typing import TYPE_CHECKING
-from urllib.parse import parse_qs, urlsplit
+from typing import TYPE_CHECKING, Any
 
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
-from websockets.typing import Origin
 
 from streamer.daemon import protocol
 from streamer.daemon.captions import CaptionHub
+from streamer.daemon.connection import WebSocketConnection
+from streamer.daemon.http import bind, offered_token, start_http, token_matches
 from streamer.daemon.metrics import Metrics
 from streamer.daemon.protocol import ProtocolError, Start
-from streamer.daemon.web import static_file
 from streamer.streaming.events import Event, Final, Partial
 from streamer.streaming.session import StreamConfig
 from streamer.streaming.sources import PcmDecoder
 
 if TYPE_CHECKING:
+    import uvicorn
+
     from streamer.engine import Engine
     from streamer.streaming.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
+OTHER_PROTOCOLS = ("wyoming", "openai", "realtime", "deepgram")
 RESUME_HISTORY = 1000  # finals a session keeps for a client that resumes it
 OUTBOX_SIZE = 1000  # events waiting to be sent to one client; overflow policy: close (client not reading)
 START_TIMEOUT = 10.0
@@ -75,18 +74,8 @@ class ServeOptions:
     keepalive: float = 20.0  # ping interval; a client that does not answer within this is dropped
     web_dir: Path | None = None  # serve the browser caption page (clients/web) at /
     wyoming_port: int | None = None  # also serve Wyoming (Home Assistant) on this TCP port (0: any free one)
+    max_upload_mb: float = 100.0  # the largest file POSTed to the OpenAI-compatible REST endpoints
     stream: StreamConfig = field(default_factory=StreamConfig)
-
-
-def _response(status: int, data: bytes, content_type: str) -> Response:
-    headers = Headers([
-        ("Content-Type", content_type), ("Content-Length", str(len(data))), ("Cache-Control", "no-cache"),
-    ])
-    return Response(status, HTTPStatus(status).phrase, headers, data)
-
-
-def _text_response(status: int, body: str, content_type: str = "text/plain; charset=utf-8") -> Response:
-    return _response(status, body.encode(), content_type)
 
 
 class _SessionLimit(Exception):
@@ -103,7 +92,7 @@ class ClientSession:
         self.id = session_id
         self.start = start
         self.loop = asyncio.get_running_loop()
-        self.conn: ServerConnection | None = None
+        self.conn: WebSocketConnection | None = None
         self.outbox: asyncio.Queue[dict[str, object] | None] | None = None
         self.sender: asyncio.Task[None] | None = None
         from streamer.streaming.live import LiveStream
@@ -173,7 +162,7 @@ class ClientSession:
         return self._arrivals[min(i, len(self._arrivals) - 1)][1] if self._arrivals else time.monotonic()
 
     @staticmethod
-    async def _sender(conn: ServerConnection, outbox: asyncio.Queue[dict[str, object] | None]) -> None:
+    async def _sender(conn: WebSocketConnection, outbox: asyncio.Queue[dict[str, object] | None]) -> None:
         while (message := await outbox.get()) is not None:
             await conn.send(json.dumps(message, ensure_ascii=False))
 
@@ -187,7 +176,7 @@ class ClientSession:
 
     # -- a connection -------------------------------------------------------------------------------
 
-    async def serve(self, conn: ServerConnection, from_index: int | None = None) -> None:
+    async def serve(self, conn: WebSocketConnection, from_index: int | None = None) -> None:
         """Run this session over ``conn`` until it ends or the connection drops. ``from_index``: a
         resume, replaying the finals from that index."""
         self.conn = conn
@@ -248,7 +237,7 @@ class ClientSession:
     async def let_go(self) -> None:
         """Drop the current connection (a client resumes from a new one) and wait until parked."""
         if self.conn is not None:
-            self.conn.transport.abort()
+            self.conn.abort()
         await self._parked.wait()
 
     def take_up(self) -> None:
@@ -346,18 +335,24 @@ class Daemon:
         self.scheduler: Scheduler | None = None
         self.sessions: dict[str, ClientSession] = {}  # with a connection
         self.detached: dict[str, ClientSession] = {}  # dropped, waiting for a resume (at most max_sessions)
-        self.other_sessions: dict[str, int] = {"wyoming": 0}  # live sessions of the other protocols
+        # live sessions of the other protocols (an OpenAI REST request in progress is one)
+        self.other_sessions: dict[str, int] = dict.fromkeys(OTHER_PROTOCOLS, 0)
+        # Uploaded files are transcribed here, one at a time, beside the inference thread of live streams.
+        self.file_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamer-files")
         self._wyoming: asyncio.Server | None = None
         self._wyoming_tasks: set[asyncio.Task[None]] = set()
         self.captions: CaptionHub | None = None  # a published session (streamer mic --serve) at /v1/captions
         self.ready = False
         self.draining = False
-        self._server: Server | None = None
+        self._socket: socket.socket | None = None
+        self._http: uvicorn.Server | None = None
+        self._port: int | None = None
         self._stopped = asyncio.Event()
         self._shutdown_task: asyncio.Task[None] | None = None
         self._lag_watch: asyncio.Task[None] | None = None
         self.metrics.gauges["sessions_active"] = lambda: self.session_count
-        self.metrics.gauges["sessions_active_wyoming"] = lambda: self.other_sessions["wyoming"]
+        for name in OTHER_PROTOCOLS:
+            self.metrics.gauges[f"sessions_active_{name}"] = self._protocol_gauge(name)
         self.metrics.gauges["sessions_detached"] = lambda: len(self.detached)
         self.metrics.gauges["tasks"] = lambda: len(asyncio.all_tasks())  # evaluated on the event loop
         self.metrics.gauges["ready"] = lambda: float(self.ready and not self.draining)
@@ -369,25 +364,26 @@ class Daemon:
             1e-9, self.metrics.audio_seconds
         )
 
+    def _protocol_gauge(self, name: str) -> Callable[[], float]:
+        return lambda: float(self.other_sessions[name])
+
     def _stats(self, name: str) -> float:
         return float(getattr(self.scheduler.stats, name)) if self.scheduler is not None else 0.0
 
     @property
     def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
+        assert self._port is not None, "the daemon has not started"
+        return self._port
 
-    def _authorized(self, request: Request) -> bool:
+    @property
+    def listening(self) -> bool:
+        """The port takes connections (from start() until the server is closed)."""
+        return self._http is not None
+
+    def authorized(self, headers: Any, query: Any) -> bool:
+        """The client offers the daemon's token (or the daemon has none)."""
         token = self.options.token
-        if not token:
-            return True
-        offered = ""
-        auth = request.headers.get("Authorization", "")
-        if auth.startswith("Bearer "):
-            offered = auth[len("Bearer ") :]
-        else:
-            offered = parse_qs(urlsplit(request.path).query).get("token", [""])[0]
-        return hmac.compare_digest(offered.encode(), token.encode())
+        return not token or token_matches(offered_token(headers, query), token)
 
     @property
     def session_count(self) -> int:
@@ -411,40 +407,29 @@ class Daemon:
             return "saturated"
         return None
 
-    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
-        path = urlsplit(request.path).path
-        if path == "/healthz":  # liveness: the process serves
-            return _text_response(200, "ok\n")
-        if path == "/readyz":  # readiness: a new session would be taken
-            why = self.readiness()
-            return _text_response(503 if why else 200, f"{why or 'ready'}\n")
-        if path == "/metrics":
-            return _text_response(200, self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
-        if self.options.web_dir is not None and "Upgrade" not in request.headers:
-            page = static_file(self.options.web_dir, path)
-            if page is not None:
-                return _response(200, *page)
-        if path != "/v1/stream" and not (path == "/v1/captions" and self.captions is not None):
-            return _text_response(404, "not found: the stream is at /v1/stream\n")
-        if self.draining or not self.ready:
-            return _text_response(503, "server shutting down\n" if self.draining else "not ready\n")
-        if not self._authorized(request):
+    def refusal(self, headers: Any, query: Any, gated: bool = True) -> tuple[int, str] | None:
+        """Why a WebSocket handshake is answered with plain HTTP instead: (status, body), or None.
+        ``gated``: the endpoint opens sessions, so it waits for the model and stops at shutdown."""
+        if gated and (self.draining or not self.ready):
+            return 503, "server shutting down\n" if self.draining else "not ready\n"
+        origins = self.options.origins
+        if origins and headers.get("origin") not in origins:
+            self.metrics.error("bad_origin")
+            return 403, "this origin is not allowed (--origin)\n"
+        if not self.authorized(headers, query):
             self.metrics.error("unauthorized")
             log.info("refused a connection without a valid token")  # the token itself is never logged
-            return _text_response(401, "a valid token is needed (Authorization: Bearer or ?token=)\n")
+            return 401, "a valid token is needed (Authorization: Bearer or ?token=)\n"
         return None
 
-    async def _handle(self, conn: ServerConnection) -> None:
-        assert conn.request is not None
-        if urlsplit(conn.request.path).path == "/v1/captions" and self.captions is not None:
-            await self.captions.serve(conn)
-            return
+    async def handle_v1(self, conn: WebSocketConnection) -> None:
+        """A protocol v1 connection on /v1/stream."""
         try:
             if self.session_count >= self.options.max_sessions:
                 message = f"the server is at its limit of {self.options.max_sessions} sessions"
                 raise ProtocolError("over_capacity", message, protocol.TRY_AGAIN)
             start = await self._receive_start(conn)
-            chosen = protocol.parse_session_id(urlsplit(conn.request.path).query)
+            chosen = protocol.parse_session_id(str(conn.query))
             if start.resume is not None:
                 if chosen is not None and chosen != start.resume:
                     raise ProtocolError("bad_start", "resume names another session than the URL's session",
@@ -479,7 +464,7 @@ class Daemon:
                 self.sessions.pop(session.id, None)
             log.info("session %s: connection closed", session.id)
 
-    async def _receive_start(self, conn: ServerConnection) -> Start:
+    async def _receive_start(self, conn: WebSocketConnection) -> Start:
         try:
             first = await asyncio.wait_for(conn.recv(), START_TIMEOUT)
         except TimeoutError:
@@ -530,18 +515,13 @@ class Daemon:
         """Listen, then load the model (if the daemon was given a function that makes the engine) and warm
         it up; /readyz turns 200 and sessions are taken once that is done. torch is imported after the
         server listens, on the loading thread."""
-        ssl_context = None
-        if self.options.tls_cert:
-            ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ssl_context.load_cert_chain(self.options.tls_cert, self.options.tls_key)
-        self._server = await serve(
-            self._handle, self.options.host, self.options.port, process_request=self._process_request,
-            max_size=MAX_MESSAGE, compression=None, ssl=ssl_context, max_queue=64,
-            ping_interval=self.options.keepalive, ping_timeout=self.options.keepalive,
-            close_timeout=min(10.0, self.options.keepalive),
-            origins=[Origin(o) for o in self.options.origins] if self.options.origins else None,
-            logger=log, server_header="streamer",
-        )
+        self._socket = bind(self.options.host, self.options.port)
+        self._port = int(self._socket.getsockname()[1])
+        try:
+            self._http = await start_http(self, self._socket)
+        except BaseException:
+            self._socket.close()
+            raise
         self._lag_watch = asyncio.create_task(self._watch_loop_lag(), name="loop-lag")
         if self.options.wyoming_port is not None:
             from streamer.daemon.wyoming import serve_wyoming
@@ -559,7 +539,7 @@ class Daemon:
 
         self.scheduler = Scheduler(self.engine, max_queue=max(16, 2 * self.options.max_sessions))
         self.ready = True
-        scheme = "wss" if ssl_context else "ws"
+        scheme = "wss" if self.options.tls_cert else "ws"
         log.warning("streamer ready on %s://%s:%d/v1/stream (model %s)", scheme, self.options.host, self.port,
                     self.model_name)
         if self.options.web_dir is not None:
@@ -591,6 +571,7 @@ class Daemon:
         if self.captions is not None:
             self.captions.close()
         await self._close_server()
+        self.file_worker.shutdown(wait=False, cancel_futures=True)
         if self.scheduler is not None:
             await asyncio.to_thread(self.scheduler.close)
         self._stopped.set()
@@ -602,9 +583,11 @@ class Daemon:
                 task.cancel()
             await asyncio.gather(*self._wyoming_tasks, return_exceptions=True)
             await self._wyoming.wait_closed()
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        if self._http is not None:
+            await self._http.shutdown()
+            self._http = None
+        if self._socket is not None:
+            self._socket.close()
         if self._lag_watch is not None:
             self._lag_watch.cancel()
 

@@ -137,8 +137,10 @@ def transcribe(
     audio: np.ndarray,
     options: TranscribeOptions = TranscribeOptions(),
     progress: Callable[[float, float], None] | None = None,
+    on_segment: Callable[[Segment], None] | None = None,
 ) -> Transcript:
-    """Transcribe 16 kHz mono audio of any length. ``progress(done_s, total_s)`` is called per window."""
+    """Transcribe 16 kHz mono audio of any length. ``progress(done_s, total_s)`` is called per window,
+    ``on_segment`` with each segment of text as soon as its window is decoded."""
     mel = log_mel_spectrogram(audio, model.dims.n_mels, padding=N_SAMPLES, device=model.device)
     content_frames = mel.shape[-1] - N_FRAMES
     duration = content_frames * HOP_LENGTH / SAMPLE_RATE
@@ -177,14 +179,15 @@ def transcribe(
                     text = tokenizer.decode(piece)
                     if start == end or not text.strip():
                         text, piece = "", []
-                    segments.append(
-                        Segment(
-                            start=start, end=end, text=text, tokens=piece, avg_logprob=result.avg_logprob,
-                            no_speech_prob=result.no_speech_prob, temperature=result.temperature,
-                            compression_ratio=result.compression_ratio,
-                        )
+                    segment = Segment(
+                        start=start, end=end, text=text, tokens=piece, avg_logprob=result.avg_logprob,
+                        no_speech_prob=result.no_speech_prob, temperature=result.temperature,
+                        compression_ratio=result.compression_ratio,
                     )
+                    segments.append(segment)
                     all_tokens.extend(piece)
+                    if on_segment is not None and text:
+                        on_segment(segment)
                 if not options.condition_on_previous_text or result.temperature > 0.5:
                     prompt_reset_since = len(all_tokens)
         seek += advance

@@ -27,7 +27,7 @@ async def test_the_daemon_is_live_while_its_model_loads_and_ready_after(engine):
     d = Daemon(load, "tiny.en", ServeOptions(port=0, max_sessions=1))
     starting = asyncio.create_task(d.start())
     try:
-        while d._server is None:  # listening comes first
+        while not d.listening:  # listening comes first
             await asyncio.sleep(0.01)
         assert await asyncio.to_thread(get, d.port, "/healthz") == (200, "ok\n")
         assert await asyncio.to_thread(get, d.port, "/readyz") == (503, "starting\n")
@@ -70,7 +70,7 @@ async def test_a_model_that_fails_to_load_stops_the_daemon_cleanly():
     d = Daemon(load, "x", ServeOptions(port=0))
     with pytest.raises(ModelFileError, match="no such model"):
         await d.start()
-    assert not d._server.sockets  # not listening any more
+    assert not d.listening
 
 
 def test_serve_answers_healthz_before_torch_is_even_imported(tmp_path):
