@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed
 
 from streamer.daemon import protocol
 from streamer.daemon.connection import WebSocketConnection
-from streamer.streaming.events import Event, Final, Partial
+from streamer.streaming.events import Event, Final, Partial, UtteranceEnd
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ class CaptionHub:
         self.model_name = model_name
         self.recent: deque[dict[str, object]] = deque(maxlen=history)
         self._outboxes: dict[WebSocketConnection, asyncio.Queue[dict[str, object] | None]] = {}
+        self._senders: set[asyncio.Task[None]] = set()
         self.closed = False
 
     @property
@@ -41,7 +42,8 @@ class CaptionHub:
 
     def __call__(self, events: list[Event]) -> None:
         """A session's events, as protocol v1 messages with word timestamps, to every subscriber."""
-        self.publish([e.to_dict(True) if isinstance(e, Partial | Final) else e.to_dict() for e in events])
+        self.publish([e.to_dict(True) if isinstance(e, Partial | Final) else e.to_dict() for e in events
+                      if not isinstance(e, UtteranceEnd)])
 
     def publish(self, messages: list[dict[str, object]]) -> None:
         """Hand messages to every subscriber (event loop thread)."""
@@ -67,6 +69,8 @@ class CaptionHub:
         for message in (hello, *self.recent):
             outbox.put_nowait(message)
         sender = asyncio.create_task(self._send(conn, outbox), name="captions-send")
+        self._senders.add(sender)
+        sender.add_done_callback(self._senders.discard)
         try:
             async for _ in conn:  # subscribers have nothing to say; this notices when they leave
                 pass
@@ -74,7 +78,8 @@ class CaptionHub:
             pass
         finally:
             self._outboxes.pop(conn, None)
-            sender.cancel()
+            if not self.closed:  # the subscriber left; at close() the sender finishes on its own
+                sender.cancel()
 
     async def _send(self, conn: WebSocketConnection, outbox: asyncio.Queue[dict[str, object] | None]) -> None:
         try:
@@ -85,11 +90,14 @@ class CaptionHub:
         except ConnectionClosed:
             log.debug("caption subscriber %s left", conn.remote_address)
 
-    def close(self) -> None:
-        """The session is over: every subscriber gets what is queued, then ``done`` and a 1001 close."""
+    async def close(self, timeout: float = 10.0) -> None:
+        """The session is over: every subscriber gets what is queued, then ``done`` and a 1001 close;
+        returns once they have (or after ``timeout``)."""
         self.closed = True
         for conn, outbox in list(self._outboxes.items()):
             if outbox.full():  # it is not reading: no room for the end marker, close it now
-                asyncio.get_running_loop().create_task(conn.close(protocol.GOING_AWAY, "the session ended"))
+                await conn.close(protocol.GOING_AWAY, "the session ended")
             else:
                 outbox.put_nowait(None)
+        if self._senders:
+            await asyncio.wait(set(self._senders), timeout=timeout)

@@ -18,6 +18,7 @@ import hmac
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
@@ -57,20 +58,22 @@ class WebSocketEndpoint:
     """An ASGI WebSocket route: checks the handshake, then hands the accepted connection to ``handler``.
     ``gated``: refused with 503 unless the daemon takes sessions (captions subscribers are not)."""
 
-    def __init__(self, daemon: Daemon, handler: Handler, gated: bool = True, subprotocol: bool = False):
+    def __init__(self, daemon: Daemon, handler: Handler, gated: bool = True,
+                 check: Callable[[WebSocketConnection], tuple[int, str] | None] | None = None):
         self.daemon = daemon
         self.handler = handler
         self.gated = gated
-        self.subprotocol = subprotocol
+        self.check = check  # the protocol's own checks of the handshake (its query): (status, body) or None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         conn = WebSocketConnection(scope, receive, send)
         refusal = self.daemon.refusal(conn.headers, conn.query, self.gated)
+        if refusal is None and self.check is not None:
+            refusal = self.check(conn)
         if refusal is not None:
             await conn.refuse(*refusal)
             return
-        offered = conn.subprotocols[0] if self.subprotocol and conn.subprotocols else None
-        await conn.accept(offered)
+        await conn.accept()
         await self.handler(conn)
 
 
@@ -84,7 +87,7 @@ async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 def build_app(daemon: Daemon) -> Starlette:
-    from streamer.daemon import openai_audio
+    from streamer.daemon import deepgram, openai_audio, realtime
 
     async def healthz(request: Request) -> Response:  # liveness: the process serves
         return text(200, "ok\n")
@@ -111,6 +114,10 @@ def build_app(daemon: Daemon) -> Starlette:
         Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics),
         WebSocketRoute("/v1/stream", WebSocketEndpoint(daemon, daemon.handle_v1)),
         *openai_audio.routes(daemon),
+        WebSocketRoute("/v1/realtime", WebSocketEndpoint(
+            daemon, partial(realtime.serve_realtime, daemon), check=partial(realtime.check_handshake, daemon))),
+        WebSocketRoute("/v1/listen", WebSocketEndpoint(
+            daemon, partial(deepgram.serve_listen, daemon), check=partial(deepgram.check_handshake, daemon))),
     ]
     if daemon.captions is not None:
         routes.append(WebSocketRoute("/v1/captions", WebSocketEndpoint(daemon, captions, gated=False)))

@@ -36,13 +36,14 @@ from streamer.daemon.connection import WebSocketConnection
 from streamer.daemon.http import bind, offered_token, start_http, token_matches
 from streamer.daemon.metrics import Metrics
 from streamer.daemon.protocol import ProtocolError, Start
-from streamer.streaming.events import Event, Final, Partial
+from streamer.streaming.events import Event, Final, Partial, UtteranceEnd
 from streamer.streaming.session import StreamConfig
 from streamer.streaming.sources import PcmDecoder
 
 if TYPE_CHECKING:
     import uvicorn
 
+    from streamer.daemon.utterances import WebSocketAdapter
     from streamer.engine import Engine
     from streamer.streaming.scheduler import Scheduler
 
@@ -53,9 +54,6 @@ RESUME_HISTORY = 1000  # finals a session keeps for a client that resumes it
 OUTBOX_SIZE = 1000  # events waiting to be sent to one client; overflow policy: close (client not reading)
 START_TIMEOUT = 10.0
 MAX_MESSAGE = 256 * 1024  # a 1 s frame of 48 kHz float32 is 192 KiB
-# Rate limit: a session holding more than this share of its buffer (60 s) for decoding is closed (1008
-# too_fast). Pausing the socket instead would hold the WebSocket pings behind the audio and time out.
-BACKLOG_SHARE = 2 / 3
 
 
 @dataclass
@@ -154,7 +152,7 @@ class ClientSession:
             elif isinstance(event, Partial):
                 if self.start.partials:
                     self._put(event.to_dict(self.start.word_timestamps))
-            else:
+            elif not isinstance(event, UtteranceEnd):  # not a protocol v1 message
                 self._put(event.to_dict())
 
     def _arrival(self, t: float) -> float:
@@ -294,11 +292,11 @@ class ClientSession:
 
     def _check_rate(self) -> None:
         """A client far ahead of inference (sending much faster than real time) is closed."""
-        limit = BACKLOG_SHARE * self.stream.session.config.buffer_seconds
-        if self.stream.buffered_seconds > limit:
+        if self.stream.behind:
             raise ProtocolError(
-                "too_fast", f"audio arrives faster than it is transcribed ({limit:.0f} s behind): send in real time",
-                protocol.POLICY,
+                "too_fast",
+                f"audio arrives faster than it is transcribed ({self.stream.backlog_limit:.0f} s behind): "
+                "send in real time", protocol.POLICY,
             )
 
     async def _flush(self) -> None:
@@ -339,6 +337,7 @@ class Daemon:
         self.other_sessions: dict[str, int] = dict.fromkeys(OTHER_PROTOCOLS, 0)
         # Uploaded files are transcribed here, one at a time, beside the inference thread of live streams.
         self.file_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamer-files")
+        self.adapters: set[WebSocketAdapter] = set()  # connections of the Realtime and Deepgram protocols
         self._wyoming: asyncio.Server | None = None
         self._wyoming_tasks: set[asyncio.Task[None]] = set()
         self.captions: CaptionHub | None = None  # a published session (streamer mic --serve) at /v1/captions
@@ -565,11 +564,11 @@ class Daemon:
         log.warning("shutting down: flushing %d session(s)", len(self.sessions))
         for parked in list(self.detached.values()):
             parked.expire()  # nobody to deliver to
-        drains = [s.drain() for s in list(self.sessions.values())]
+        drains = [s.drain() for s in list(self.sessions.values())] + [a.drain() for a in list(self.adapters)]
         if drains:
             await asyncio.wait_for(asyncio.gather(*drains, return_exceptions=True), self.options.drain_timeout + 5)
         if self.captions is not None:
-            self.captions.close()
+            await self.captions.close()
         await self._close_server()
         self.file_worker.shutdown(wait=False, cancel_futures=True)
         if self.scheduler is not None:

@@ -22,19 +22,18 @@ import asyncio
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from streamer import __version__
 from streamer.audio import WavFormat
-from streamer.streaming.events import Event, Final
-from streamer.streaming.session import StreamConfig
+from streamer.daemon.utterances import Refused, TooFast, UtteranceStream
+from streamer.streaming.events import Final, Partial
 from streamer.streaming.sources import PcmDecoder
 from streamer.tokenizer import LANGUAGES
 
 if TYPE_CHECKING:
     from streamer.daemon.server import Daemon
-    from streamer.streaming.live import LiveStream
 
 log = logging.getLogger(__name__)
 
@@ -109,19 +108,19 @@ def encode_event(kind: str, data: dict[str, Any] | None = None, payload: bytes =
 
 
 class WyomingConnection:
-    """One client connection: any number of transcriptions, one after the other."""
+    """One client connection: any number of transcriptions, one after the other. The listener of its
+    ``UtteranceStream`` (Wyoming has no revisable text: only the finals go out)."""
 
     def __init__(self, daemon: Daemon, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         self.daemon = daemon
         self.reader = reader
         self.writer = writer
-        self.loop = asyncio.get_running_loop()
         self.language: str | None = None
-        self.stream: LiveStream | None = None
-        self.decoder: PcmDecoder | None = None
+        self.ustream: UtteranceStream | None = None
         self.texts: list[str] = []  # this transcription's committed pieces
         self.started = False  # transcript-start sent
         self.began = 0.0
+        self.refused = False  # this transcription was refused: its chunks are dropped (one error said so)
 
     def send(self, kind: str, data: dict[str, Any] | None = None) -> None:
         if not self.writer.is_closing():
@@ -150,14 +149,22 @@ class WyomingConnection:
             language = data.get("language")
             self.language = language if isinstance(language, str) and language in LANGUAGES else None
         elif kind == "audio-start":
+            self.refused = False
             self._open(data)
         elif kind == "audio-chunk":
-            if self.stream is None or self.decoder is None:
+            if self.ustream is None and not self.refused:
                 self._open(data)  # a chunk without audio-start (allowed by the protocol): its format opens it
-            if self.stream is not None and self.decoder is not None:
-                self.stream.feed(self.decoder.decode(event.payload))
+            if self.ustream is not None:
+                try:
+                    self.ustream.feed(event.payload)
+                except TooFast as e:
+                    self.daemon.metrics.error("too_fast")
+                    self.send("error", {"text": str(e), "code": "too_fast"})
+                    self._close_stream()
+                    self.refused = True
         elif kind == "audio-stop":
             await self._finish()
+            self.refused = False
         elif kind == "ping":
             self.send("pong", {"text": data.get("text")} if data.get("text") else None)
         else:
@@ -176,57 +183,53 @@ class WyomingConnection:
         return {"asr": [program], "tts": [], "handle": [], "intent": [], "wake": [], "mic": [], "snd": []}
 
     def _open(self, data: dict[str, Any]) -> None:
-        from streamer.streaming.live import LiveStream
-
         self._close_stream()
         rate, width, channels = data.get("rate"), data.get("width"), data.get("channels")
         if not (isinstance(rate, int) and 8000 <= rate <= 48000 and width in WIDTHS and isinstance(channels, int)
                 and 1 <= channels <= 8):
             raise WyomingError("audio needs rate 8000-48000, width 1-4 and channels 1-8")
-        why = self.daemon.readiness()
-        if why is not None:
-            self.daemon.metrics.error("over_capacity" if why in ("full", "saturated") else why)
-            self.send("error", {"text": f"the server takes no new transcription now ({why})", "code": why})
+        config = replace(self.daemon.options.stream, language=self.language or "en")
+        decoder = PcmDecoder.for_format(WavFormat(1, channels, rate, 8 * int(width)))
+        try:
+            self.ustream = UtteranceStream(self.daemon, "wyoming", self, config, decoder)
+        except Refused as e:
+            self.refused = True
+            self.send("error", {"text": str(e), "code": e.reason})
             return
-        assert self.daemon.scheduler is not None  # ready
-        config = StreamConfig(**{**self.daemon.options.stream.__dict__, "language": self.language or "en"})
-        self.decoder = PcmDecoder.for_format(WavFormat(1, channels, rate, 8 * int(width)))
-        self.stream = LiveStream(self.daemon.scheduler, self._on_events, config, self._on_error)
-        self.daemon.other_sessions["wyoming"] = self.daemon.other_sessions.get("wyoming", 0) + 1
-        with self.daemon.metrics.lock:
-            self.daemon.metrics.sessions_total += 1
         self.texts, self.started, self.began = [], False, time.monotonic()
 
-    def _on_events(self, events: list[Event]) -> None:  # the inference thread (or feed's caller)
-        texts = [e.text for e in events if isinstance(e, Final) and e.text.strip()]
-        if texts:
-            self.loop.call_soon_threadsafe(self._deliver, texts)
+    # -- UtteranceListener: only the committed text goes out ------------------------------------------
 
-    def _on_error(self, error: BaseException) -> None:
-        self.loop.call_soon_threadsafe(self._fail)
-
-    def _fail(self) -> None:
-        self.daemon.metrics.error("internal")
-        self.send("error", {"text": "transcription failed on the server", "code": "internal"})
-        self._close_stream()
-
-    def _deliver(self, texts: list[str]) -> None:
+    def final(self, event: Final) -> None:
+        if not event.text.strip():
+            return
         if not self.started:
             self.send("transcript-start", {"language": self.language or "en"})
             self.started = True
-        for text in texts:
-            self.texts.append(text)
-            self.send("transcript-chunk", {"text": text})
+        self.texts.append(event.text)
+        self.send("transcript-chunk", {"text": event.text})
+
+    def failed(self) -> None:
+        self.send("error", {"text": "transcription failed on the server", "code": "internal"})
+        self._close_stream()
+
+    def speech_started(self, t: float) -> None:
+        pass
+
+    def speech_stopped(self, t: float) -> None:
+        pass
+
+    def partial(self, event: Partial) -> None:
+        pass
+
+    def utterance_ended(self, t: float) -> None:
+        pass
 
     async def _finish(self) -> None:
-        stream, decoder = self.stream, self.decoder
-        if stream is None or decoder is None:
+        if self.ustream is None:
             self.send("transcript", {"text": ""})
             return
-        stream.feed(decoder.decode(b"", last=True))
-        stream.end()
-        await asyncio.to_thread(stream.wait, self.daemon.options.drain_timeout)
-        await _settled(self.loop)  # the events the inference thread handed over are delivered
+        await self.ustream.finish()
         if not self.started:
             self.send("transcript-start", {"language": self.language or "en"})
         text = " ".join(t.strip() for t in self.texts)
@@ -236,18 +239,9 @@ class WyomingConnection:
         self._close_stream()
 
     def _close_stream(self) -> None:
-        if self.stream is not None:
-            self.stream.cancel()
-            self.stream = None
-            self.decoder = None
-            self.daemon.other_sessions["wyoming"] -= 1
-
-
-async def _settled(loop: asyncio.AbstractEventLoop) -> None:
-    """Run the callbacks already scheduled on the loop (call_soon_threadsafe) before going on."""
-    done = loop.create_future()
-    loop.call_soon(done.set_result, None)
-    await done
+        if self.ustream is not None:
+            self.ustream.close()
+            self.ustream = None
 
 
 async def serve_wyoming(daemon: Daemon, host: str, port: int, tasks: set[asyncio.Task[None]]) -> asyncio.Server:

@@ -66,4 +66,17 @@ def _hypothesis_dict(kind: str, words: tuple[Word, ...], word_timestamps: bool) 
     return out
 
 
-Event = SpeechStart | SpeechEnd | Partial | Final
+@dataclass(frozen=True)
+class UtteranceEnd:
+    """An utterance's last decode is done: all it said is in the finals before this (which may have
+    committed every word already, so that no closing final comes). Not a protocol v1 message; the
+    other protocols end their utterances on it."""
+
+    t: float  # stream time of the end of the utterance's speech
+    type = "utterance_end"
+
+    def to_dict(self) -> dict[str, object]:
+        return {"type": self.type, "t": round(self.t, 3)}
+
+
+Event = SpeechStart | SpeechEnd | Partial | Final | UtteranceEnd

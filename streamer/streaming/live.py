@@ -21,6 +21,9 @@ from streamer.streaming.session import StreamConfig, StreamSession, WindowJob
 log = logging.getLogger(__name__)
 
 
+BACKLOG_SHARE = 2 / 3
+
+
 class LiveStream:
     def __init__(
         self,
@@ -82,6 +85,17 @@ class LiveStream:
             self._pump()
 
     @property
+    def backlog_limit(self) -> float:
+        """Seconds of audio waiting for decoding past which the client is too fast: a share of the buffer
+        (pausing the socket instead would hold the WebSocket pings behind the audio and time out)."""
+        return BACKLOG_SHARE * self.session.config.buffer_seconds
+
+    @property
+    def behind(self) -> bool:
+        """More audio waits for decoding than ``backlog_limit``: the client sends faster than real time."""
+        return self.buffered_seconds > self.backlog_limit
+
+    @property
     def buffered_seconds(self) -> float:
         """Audio held for decoding (the ring's fill): it grows when the stream outpaces inference."""
         with self._lock:
@@ -94,11 +108,17 @@ class LiveStream:
             self._emit(self.session.feed(samples))
             self._pump()
 
-    def finalize(self) -> None:
-        """Commit everything heard so far."""
+    def finalize(self) -> float:
+        """Commit everything heard so far; returns the stream time it was heard to (seconds)."""
         with self._lock:
             self.session.finalize()
             self._pump()
+            return self.session.time
+
+    def undecoded_before(self, t: float) -> bool:
+        """Speech begun before stream time ``t`` still waits to be decoded and committed."""
+        with self._lock:
+            return self.session.undecoded_before(t)
 
     def end(self) -> None:
         """No more audio: the last speech is decoded and committed (``wait`` for it)."""

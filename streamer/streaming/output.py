@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
 
-from streamer.streaming.events import Event, Final, Partial
+from streamer.streaming.events import Event, Final, Partial, UtteranceEnd
 
 _DIM, _RESET, _CLEAR = "\033[2m", "\033[0m", "\r\033[K"
 
@@ -35,6 +35,7 @@ class EventWriter:
     def __call__(self, events: list[Event]) -> None:
         self.write([
             e.to_dict(self.word_timestamps) if isinstance(e, Partial | Final) else e.to_dict() for e in events
+            if not isinstance(e, UtteranceEnd)  # the messages are protocol v1's
         ])
 
     def write(self, messages: Iterable[Mapping[str, Any]]) -> None:

@@ -28,7 +28,7 @@ import numpy as np
 
 from streamer import N_SAMPLES, SAMPLE_RATE
 from streamer.errors import StreamerError
-from streamer.streaming.events import Event, Final, Partial, Word
+from streamer.streaming.events import Event, Final, Partial, UtteranceEnd, Word
 from streamer.streaming.policy import agreed_prefix, find_loop, word_key
 from streamer.streaming.ring import BufferFull, RingBuffer
 from streamer.streaming.vad import SpeechEnd, SpeechStart, VadSegmenter
@@ -134,6 +134,7 @@ class StreamSession:
             history_s=2 * config.buffer_seconds,
         )
         self.ring = RingBuffer(int(config.buffer_seconds * SAMPLE_RATE))
+        self._cut = 0  # the sample of the last finalize(): no speech segment begins before it
         self.language = config.language
         self._segments: deque[list[int | None]] = deque()  # [start, end or None] of speech, oldest first
         self._window_start: int | None = None
@@ -160,6 +161,11 @@ class StreamSession:
         """Speech is buffered that has not been committed, or a job is out."""
         return bool(self._segments) or self._in_flight is not None
 
+    def undecoded_before(self, t: float) -> bool:
+        """Speech that began before stream time ``t`` is not all decoded and committed yet."""
+        sample = int(round(t * SAMPLE_RATE))
+        return any((start or 0) < sample for start, _ in self._segments)
+
     def feed(self, samples: np.ndarray) -> list[Event]:
         """Take 16 kHz mono float32 samples; returns the speech boundaries they complete."""
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
@@ -178,14 +184,16 @@ class StreamSession:
 
     def _boundary(self, event: SpeechStart | SpeechEnd) -> None:
         if isinstance(event, SpeechStart):
-            self._segments.append([max(event.sample, self.ring.start), None])
+            self._segments.append([max(event.sample, self.ring.start, self._cut), None])
             if self._window_start is None:
                 self._start_window()
         elif self._segments and self._segments[-1][1] is None:
             self._segments[-1][1] = max(event.sample, self._segments[-1][0] or 0)
 
     def finalize(self) -> None:
-        """Commit everything heard so far as soon as it is decoded (speech going on continues after)."""
+        """Commit everything heard so far as soon as it is decoded (speech going on continues after). The
+        cut is hard: speech heard later does not reach back across it (with the VAD's pre-roll)."""
+        self._cut = self.ring.end
         if self._segments and self._segments[-1][1] is None:
             self._segments[-1][1] = self.ring.end
             if self.vad.in_speech:
@@ -355,6 +363,7 @@ class StreamSession:
     def _commit_utterance(self, job: WindowJob, words: list[Word]) -> list[Event]:
         events = self._commit([w for w in words if self._over_speech(w)], closes=True)
         events += self._show(())
+        events.append(UtteranceEnd(job.end / SAMPLE_RATE))
         self._context.extend(t for w in self._committed for t in w.tokens)
         self._committed.clear()
         self._history.clear()

@@ -110,6 +110,22 @@ async def test_bad_or_missing_token_is_refused_with_401(daemon, token):
     assert info.value.response.status_code == 401
 
 
+async def test_origins_outside_the_allowed_list_are_refused_with_403(engine):
+    d = Daemon(engine, "tiny.en", ServeOptions(port=0, origins=["https://captions.example"]))
+    await d.start()
+    try:
+        uri = f"ws://127.0.0.1:{d.port}/v1/stream"
+        with pytest.raises(InvalidStatus) as info:
+            async with connect(uri, origin="https://elsewhere.example"):
+                pass
+        assert info.value.response.status_code == 403
+        async with connect(uri, origin="https://captions.example") as ws:
+            await ws.send(json.dumps({"type": "start"}))
+            assert json.loads(await ws.recv())["type"] == "ready"
+    finally:
+        await d.shutdown()
+
+
 async def expect_close(daemon, messages, code, error_code):
     async with connect(url(daemon)) as ws:
         for m in messages:

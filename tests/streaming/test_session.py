@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from streamer.decoding.transcribe import transcribe
-from streamer.streaming.events import Final, Partial
+from streamer.streaming.events import Final, Partial, UtteranceEnd
 from streamer.streaming.inference import run_windows
 from streamer.streaming.session import StreamConfig, StreamSession
 from streamer.streaming.transcriber import Transcriber
@@ -57,8 +57,38 @@ def test_partials_come_before_the_finals_they_become(engine):
     assert kinds[0] == "SpeechStart"
     first_final = kinds.index("Final")
     assert "Partial" in kinds[:first_final]
-    assert isinstance(events[-1], Partial) and events[-1].text == ""  # the last partial is cleared
+    assert isinstance(events[-2], Partial) and events[-2].text == ""  # the last partial is cleared
     assert any(isinstance(e, SpeechEnd) for e in events)
+
+
+def test_each_utterance_ends_with_an_utterance_end_after_its_finals(engine):
+    events = run(engine, joined(SENSE[:2]))
+    ends = [i for i, e in enumerate(events) if isinstance(e, UtteranceEnd)]
+    stops = [e for e in events if isinstance(e, SpeechEnd)]
+    assert len(ends) == len(stops) == 2 and ends[-1] == len(events) - 1
+    assert [events[i].t for i in ends] == pytest.approx([e.t for e in stops], abs=0.02)
+    assert not any(isinstance(e, Final) for e in events[ends[0] : ends[0] + 1])
+    first_utterance_finals = [e for e in events[: ends[0]] if isinstance(e, Final)]
+    assert first_utterance_finals and all(w.end <= stops[0].t + 0.3 for e in first_utterance_finals for w in e.words)
+
+
+def test_finalize_cuts_hard_speech_after_it_does_not_reach_back(engine):
+    """Speech that begins right after a finalize() would, with the VAD's pre-roll, begin before the cut.
+    Once the speech before the cut is decoded, nothing before the cut waits, though the speech after does."""
+    session = StreamSession()
+    first = np.concatenate([joined(SENSE[:1]), np.zeros(9600, np.float32)])  # the VAD closes its speech
+    second = joined(SENSE[1:2])
+    for audio in (first, second):
+        for i in range(0, len(audio), 1600):
+            session.feed(audio[i : i + 1600])
+        if audio is first:
+            session.finalize()
+            cut = session.time
+    ended = False
+    while not ended and (job := session.next_job()) is not None:
+        ended = any(isinstance(e, UtteranceEnd) for e in session.complete(job, run_windows(engine, [job])[0]))
+    assert ended and session.busy
+    assert not session.undecoded_before(cut)
 
 
 def test_committed_text_is_never_revised(engine):
