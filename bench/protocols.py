@@ -201,8 +201,8 @@ def main() -> None:
     log: list[str] = []
     proc, url = start_daemon(["--token", TOKEN, "--wyoming-port", "0"], log)
     port = int(url.split(":")[2].split("/")[0])
-    wyoming_port = next(int(m.group(1)) for line in log if (m := re.search(r"wyoming on tcp://\S+:(\d+)", line)))
-    ports = {"wyoming": wyoming_port}
+    found = [int(m.group(1)) for line in log if (m := re.search(r"wyoming on tcp://\S+:(\d+)", line))]
+    ports = {"wyoming": found[0] if found else -1}
     print(f"{prog.seconds:.1f} s of speech ({len(refs)} words) per run, one client at a time, real time")
     print(f"{'protocol':10} {'committed':>9} {'c50':>6} {'c90':>6} {'shown p50':>9} {'p90':>6}")
     try:

@@ -32,26 +32,20 @@ class WebSocketConnection:
         self.headers = Headers(scope=scope)
         client = scope.get("client")
         self.remote_address: tuple[str, int] | None = (client[0], client[1]) if client else None
-        self.subprotocols: list[str] = list(scope.get("subprotocols", []))
         self._receive = receive
         self._send = send
         self._closed: ConnectionClosed | None = None
         self._close_sent = False
         self._aborted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-    @property
-    def close_code(self) -> int | None:
-        """The close code once the connection is closed (either side), else None."""
-        return self._closed.rcvd.code if self._closed is not None and self._closed.rcvd is not None else None
-
     async def _connected(self) -> None:
         message = await self._receive()  # ASGI: the handshake's "websocket.connect" comes first
         if message["type"] != "websocket.connect":
             raise self._mark_closed(ABNORMAL, "the client left during the handshake")
 
-    async def accept(self, subprotocol: str | None = None) -> None:
+    async def accept(self) -> None:
         await self._connected()
-        await self._send({"type": "websocket.accept", "subprotocol": subprotocol, "headers": []})
+        await self._send({"type": "websocket.accept", "subprotocol": None, "headers": []})
 
     async def refuse(self, status: int, body: str, headers: dict[str, str] | None = None) -> None:
         """Answer the handshake with a plain HTTP response instead of a WebSocket."""

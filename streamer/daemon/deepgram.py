@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from streamer import __version__
 from streamer.daemon.connection import WebSocketConnection
-from streamer.daemon.utterances import POLICY, TRY_AGAIN, Refused, TooFast, UtteranceStream, WebSocketAdapter
+from streamer.daemon.utterances import TRY_AGAIN, Refused, StreamLimit, UtteranceStream, WebSocketAdapter
 from streamer.streaming.events import Final, Partial, Word
 from streamer.streaming.session import StreamConfig
 from streamer.streaming.sources import PcmDecoder
@@ -138,9 +138,8 @@ class ListenSession(WebSocketAdapter):
         self.sha256.update(data)
         try:
             self.ustream.feed(data)
-        except TooFast as e:
-            self.daemon.metrics.error("too_fast")
-            await self.close_with(POLICY, "too_fast", str(e))
+        except StreamLimit as e:
+            await self.limit_reached(e)
 
     async def on_text(self, text: str) -> None:
         try:

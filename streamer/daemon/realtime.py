@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from streamer.daemon.connection import WebSocketConnection
-from streamer.daemon.utterances import POLICY, Refused, TooFast, UtteranceStream, WebSocketAdapter
+from streamer.daemon.utterances import Refused, StreamLimit, UtteranceStream, WebSocketAdapter
 from streamer.streaming.events import Final, Partial
 from streamer.streaming.sources import PcmDecoder
 from streamer.tokenizer import LANGUAGES
@@ -127,9 +127,8 @@ class RealtimeSession(WebSocketAdapter):
             self.error(e.code, e.message, e.param)
         except Refused as e:
             self.error("server_busy", str(e))
-        except TooFast as e:
-            self.daemon.metrics.error("too_fast")
-            await self.close_with(POLICY, "too_fast", str(e))
+        except StreamLimit as e:
+            await self.limit_reached(e)
 
     def _append(self, event: dict[str, Any]) -> None:
         audio = event.get("audio")

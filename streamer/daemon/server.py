@@ -527,7 +527,7 @@ class Daemon:
 
             self._wyoming = await serve_wyoming(self, self.options.host, self.options.wyoming_port,
                                                 self._wyoming_tasks)
-            log.info("wyoming on tcp://%s:%d", self.options.host, self.wyoming_port)
+            log.warning("wyoming on tcp://%s:%d", self.options.host, self.wyoming_port)
         log.info("listening on %s:%d; loading the model", self.options.host, self.port)
         try:
             self.engine = await asyncio.to_thread(self._load)

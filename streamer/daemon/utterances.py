@@ -48,8 +48,12 @@ class Refused(Exception):
         self.reason = reason
 
 
-class TooFast(Exception):
-    """The client sends audio much faster than it is transcribed."""
+class StreamLimit(Exception):
+    """The stream takes no more audio: ``code`` says why (the message, how to do better)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
 
 
 class UtteranceListener(Protocol):
@@ -86,14 +90,18 @@ class UtteranceStream:
             daemon.metrics.sessions_total += 1
 
     def feed(self, data: bytes) -> None:
-        """Encoded audio in; raises TooFast when far ahead of inference."""
+        """Encoded audio in. Raises StreamLimit ``too_fast`` when far ahead of inference, and
+        ``session_too_long`` past ``--max-session-minutes`` (the protocol closes the stream)."""
         samples = self.decoder.decode(data)
         self.received += len(samples) / 16000
         with self.daemon.metrics.lock:
             self.daemon.metrics.audio_seconds += len(samples) / 16000
         if self.stream.behind:
-            raise TooFast(f"audio arrives faster than it is transcribed ({self.stream.backlog_limit:.0f} s "
-                          "behind): send in real time")
+            raise StreamLimit("too_fast", f"audio arrives faster than it is transcribed "
+                              f"({self.stream.backlog_limit:.0f} s behind): send in real time")
+        limit = self.daemon.options.max_session_seconds
+        if limit is not None and self.received > limit:
+            raise StreamLimit("session_too_long", f"a session is at most {limit:g} s of audio: start a new one")
         self.stream.feed(samples)
 
     def finalize(self) -> float:
@@ -226,6 +234,13 @@ class WebSocketAdapter:
 
     def error(self, code: str, message: str) -> None:
         raise NotImplementedError
+
+    async def limit_reached(self, limit: StreamLimit) -> None:
+        """The stream takes no more audio: what was said up to a length limit is delivered, then 1008."""
+        self.daemon.metrics.error(limit.code)
+        if limit.code == "session_too_long":
+            await self.on_end()
+        await self.close_with(POLICY, limit.code, str(limit))
 
     async def _flush_outbox(self) -> None:
         if self._sender is None or self._sender.done():

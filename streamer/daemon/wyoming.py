@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from streamer import __version__
 from streamer.audio import WavFormat
-from streamer.daemon.utterances import Refused, TooFast, UtteranceStream
+from streamer.daemon.utterances import Refused, StreamLimit, UtteranceStream
 from streamer.streaming.events import Final, Partial
 from streamer.streaming.sources import PcmDecoder
 from streamer.tokenizer import LANGUAGES
@@ -157,9 +157,9 @@ class WyomingConnection:
             if self.ustream is not None:
                 try:
                     self.ustream.feed(event.payload)
-                except TooFast as e:
-                    self.daemon.metrics.error("too_fast")
-                    self.send("error", {"text": str(e), "code": "too_fast"})
+                except StreamLimit as e:
+                    self.daemon.metrics.error(e.code)
+                    self.send("error", {"text": str(e), "code": e.code})
                     self._close_stream()
                     self.refused = True
         elif kind == "audio-stop":

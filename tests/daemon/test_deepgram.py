@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import numpy as np
 import pytest
 from deepgram import AsyncDeepgramClient
 from deepgram.core.api_error import ApiError
 from deepgram.environment import DeepgramClientEnvironment
+from websockets.exceptions import ConnectionClosed
 
 from streamer.audio import load_audio
 from streamer.daemon.server import Daemon, ServeOptions
 from tests.conftest import FIXTURES, normalize
 from tests.daemon.test_realtime import words_in_common
+from tests.daemon.test_server import http_get
 
 CLIP = FIXTURES / "sense_and_sensibility_01_austen_64kb-0870.wav"
 TOKEN = "s3cret"
@@ -113,3 +116,41 @@ async def test_a_wrong_key_is_401(daemon):
         async with client(daemon, "wrong").listen.v1.connect(model="nova-3"):
             pass
     assert refused.value.status_code == 401
+
+
+async def test_a_session_shows_in_metrics_by_protocol(daemon):
+    async with client(daemon).listen.v1.connect(model="nova-3", encoding="linear16", sample_rate=16000) as socket:
+        await socket.send_media(pcm16(load_audio(CLIP)[:1600]))
+        status, text = await asyncio.to_thread(http_get, daemon.port, "/metrics")
+        await socket.send_close_stream()
+        await asyncio.wait_for(read_all(socket), 30)
+    assert status == 200
+    assert "streamer_sessions_active_deepgram 1" in text and "streamer_sessions_active 1" in text
+
+
+async def test_past_the_session_length_limit_the_last_results_then_a_1008_close(engine):
+    d = Daemon(engine, "tiny.en", ServeOptions(port=0, max_session_seconds=3.0))
+    await d.start()
+    try:
+        async with client(d, "any").listen.v1.connect(model="nova-3", encoding="linear16",
+                                                      sample_rate=16000) as socket:
+            messages: list = []
+
+            async def read() -> int:
+                try:
+                    async for message in socket:
+                        messages.append(message)
+                except ConnectionClosed as e:
+                    return e.rcvd.code if e.rcvd is not None else 1006
+                return 1000
+
+            reader = asyncio.create_task(read())
+            with contextlib.suppress(ConnectionClosed):
+                await send_audio(socket, load_audio(CLIP)[: 16000 * 5])
+            code = await asyncio.wait_for(reader, 30)
+    finally:
+        await d.shutdown()
+    assert code == 1008
+    finals = " ".join(m.channel.alternatives[0].transcript for m in messages if m.type == "Results" and m.is_final)
+    assert "dashwood" in normalize(finals)
+    assert messages[-1].type == "Error" and messages[-1].variant == "session_too_long"
