@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import difflib
 import json
 import re
 import time
@@ -36,34 +37,48 @@ Sink = Callable[[str, bool], None]  # (text, final) as it arrives
 
 
 class Matcher:
-    """Received words, in order, matched to the reference words (a word may be skipped or misheard)."""
+    """Received text, aligned to the reference words at the end (difflib, so that a misheard or missing
+    stretch does not lose the rest). Committed: the final words, in order, each with its arrival. Shown:
+    each partial aligned just after the words committed when it came, or the final if that was first."""
 
     def __init__(self, refs: list[RefWord], began: float):
-        self.refs = [RefWord(r.key, r.start, r.end) for r in refs]
+        self.refs = refs
         self.began = began
-        self.final_at = 0  # the next reference word a final may match
-        self.partial_at = 0
+        self.finals: list[tuple[str, float]] = []  # (word, arrival) of every committed word
+        self.partials: list[tuple[int, list[str], float]] = []  # (words committed before it, its words, arrival)
+        self.committed: list[str] = []  # the final texts, for --texts
 
     def __call__(self, text: str, final: bool) -> None:
         now = time.perf_counter() - self.began
-        at = self.final_at  # a partial is the tail after the committed words
-        for key in normalize_words(text):
-            for i in range(at, min(at + 4, len(self.refs))):
-                ref = self.refs[i]
-                if ref.key == key:
-                    if ref.partial_seen is None:
-                        ref.partial_seen = now
-                    if final:
-                        ref.final_seen = now
-                        self.final_at = i + 1
-                    at = i + 1
-                    break
+        words = normalize_words(text)
+        if final:
+            self.committed.append(text)
+            self.finals += [(w, now) for w in words]
+        elif words:
+            self.partials.append((len(self.finals), words, now))
 
     def figures(self) -> dict[str, float]:
-        final = [r.final_seen - r.end for r in self.refs if r.final_seen is not None]
-        shown = [r.partial_seen - r.end for r in self.refs if r.partial_seen is not None]
+        keys = [r.key for r in self.refs]
+        aligned: dict[int, int] = {}  # committed word -> reference word
+        blocks = difflib.SequenceMatcher(None, [w for w, _ in self.finals], keys, autojunk=False)
+        for block in blocks.get_matching_blocks():
+            aligned.update((block.a + k, block.b + k) for k in range(block.size))
+        final_seen = {b: self.finals[a][1] for a, b in aligned.items()}
+        ref_after = [0]  # ref_after[k]: the reference word after the first k committed words
+        for a in range(len(self.finals)):
+            ref_after.append(aligned[a] + 1 if a in aligned else ref_after[-1])
+        shown = dict(final_seen)
+        for committed, words, now in self.partials:
+            lo = ref_after[committed]
+            window = keys[lo : lo + len(words) + 8]
+            for block in difflib.SequenceMatcher(None, words, window, autojunk=False).get_matching_blocks():
+                for k in range(block.size):
+                    i = lo + block.b + k
+                    shown[i] = min(shown.get(i, now), now)
+        final = [t - self.refs[i].end for i, t in final_seen.items()]
+        first = [t - self.refs[i].end for i, t in shown.items()]
         return {"words": len(self.refs), "committed": len(final), "c50": pct(final, 50), "c90": pct(final, 90),
-                "p50": pct(shown, 50), "p90": pct(shown, 90)}
+                "p50": pct(first, 50), "p90": pct(first, 90)}
 
 
 async def paced(chunks: list[bytes], send: Callable[[bytes], Awaitable[None]], began: float) -> None:
@@ -195,6 +210,7 @@ def main() -> None:
     parser.add_argument("--sets", default="librivox")
     parser.add_argument("--protocols", default=",".join(PROTOCOLS))
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--texts", action="store_true", help="print each protocol's committed text too")
     args = parser.parse_args()
     prog = program(args.sets.split(","))
     refs = reference_words(Engine(load_model("tiny.en"), max_batch=1), prog)
@@ -218,6 +234,8 @@ def main() -> None:
                 f = matchers[0].figures()
                 print(f"{name:10} {f['committed']:>4}/{f['words']:<4} {f['c50']:6.2f} {f['c90']:6.2f} "
                       f"{f['p50']:9.2f} {f['p90']:6.2f}", flush=True)
+                if args.texts:
+                    print("   ", " ".join(matchers[0].committed))
     finally:
         proc.terminate()
         proc.wait(30)
