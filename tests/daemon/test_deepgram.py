@@ -15,20 +15,12 @@ from websockets.exceptions import ConnectionClosed
 from streamer.audio import load_audio
 from streamer.daemon.server import Daemon, ServeOptions
 from tests.conftest import FIXTURES, normalize
+from tests.daemon.conftest import TOKEN
 from tests.daemon.test_realtime import words_in_common
 from tests.daemon.test_server import http_get
 
 CLIP = FIXTURES / "sense_and_sensibility_01_austen_64kb-0870.wav"
-TOKEN = "s3cret"
 PACE = 4.0
-
-
-@pytest.fixture
-async def daemon(engine):
-    d = Daemon(engine, "tiny.en", ServeOptions(port=0, token=TOKEN, max_sessions=2))
-    await d.start()
-    yield d
-    await d.shutdown()
 
 
 def client(d: Daemon, key: str = TOKEN) -> AsyncDeepgramClient:

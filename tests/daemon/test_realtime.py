@@ -11,20 +11,12 @@ import soxr
 from openai import AsyncOpenAI
 
 from streamer.audio import load_audio
-from streamer.daemon.server import Daemon, ServeOptions
+from streamer.daemon.server import Daemon
 from tests.conftest import FIXTURES, normalize
+from tests.daemon.conftest import TOKEN
 
 CLIPS = [FIXTURES / f"sense_and_sensibility_01_austen_64kb-{n}.wav" for n in ("0870", "0890")]
-TOKEN = "s3cret"
 PACE = 4.0  # times real time: well inside what the daemon keeps up with, and a short test
-
-
-@pytest.fixture
-async def daemon(engine):
-    d = Daemon(engine, "tiny.en", ServeOptions(port=0, token=TOKEN, max_sessions=2))
-    await d.start()
-    yield d
-    await d.shutdown()
 
 
 def connect(d: Daemon, key: str = TOKEN):
