@@ -4,10 +4,11 @@
     python bench/streaming.py --speed 0            # inline, as fast as the machine goes (WER only)
 
 For each set (bench/speech.py; its clips joined with 1 s gaps): offline transcription of the whole set
-(``streamer.decoding.transcribe``, float32, as ``streamer transcribe`` runs) and live streaming through
-the streaming engine (int8, one scheduler) at ``--speed`` times real time, ``--streams`` copies at once.
-Prints per set: WER of the offline text and of each stream's finals against the human transcript, the
-difference, and (at a real-time speed) committed-word and partial latency: first seen minus the word's
+(``streamer.decoding.transcribe``) in float32 and in the streams' compute type (int8 by default, as
+``streamer transcribe`` runs on a CPU), and live streaming through the streaming engine (one scheduler)
+at ``--speed`` times real time, ``--streams`` copies at once. Prints per set: WER of both offline texts
+and of each stream's finals against the human transcript, the difference to the offline text of the same
+compute type, and (at a real-time speed) committed-word and partial latency: first seen minus the word's
 end in the audio (reference times from an offline alignment). The totals weigh every word equally.
 """
 
@@ -108,13 +109,15 @@ def main() -> None:
     offline_model = load_model("tiny.en")
     print(f"{args.streams} stream(s) per set at {args.speed:g}x, torch threads {torch.get_num_threads()}, "
           f"config {overrides or 'default'}")
-    totals = {"words": 0, "offline": 0, "streamed": 0}
+    totals = {"words": 0, "offline": 0, "float32": 0, "streamed": 0}
     all_final: list[float] = []
     all_partial: list[float] = []
     for name in args.sets.split(","):
         prog = program([name])
         human = prog.human()
-        offline = transcribe(offline_model.model, offline_model.tokenizer, prog.audio, TranscribeOptions()).text
+        float32 = transcribe(offline_model.model, offline_model.tokenizer, prog.audio, TranscribeOptions()).text
+        f32_errors = word_errors(human, normalize_words(float32))
+        offline = transcribe(engine.model, engine.tokenizer, prog.audio, TranscribeOptions()).text
         off_errors = word_errors(human, normalize_words(offline))
         if args.speed > 0:
             refs = reference_words(engine, prog)
@@ -123,13 +126,15 @@ def main() -> None:
         else:
             recorders = []
             texts = [inline(engine, prog.audio, config)] * args.streams
-        line = f"{name}: {len(human)} words, offline WER {100 * off_errors / len(human):.1f}%"
+        line = (f"{name}: {len(human)} words, offline WER {100 * off_errors / len(human):.1f}% "
+                f"({args.compute_type}; float32 {100 * f32_errors / len(human):.1f}%)")
         for n, finals in enumerate(texts):
             errors = word_errors(human, normalize_words(" ".join(finals)))
             totals["streamed"] += errors
             line += f"; stream {n} {100 * errors / len(human):.1f}% ({errors - off_errors:+d} words)"
         totals["words"] += len(human)
         totals["offline"] += off_errors * len(texts)
+        totals["float32"] += f32_errors * len(texts)
         for rec in recorders:
             final_lat = [r.final_seen - r.end for r in rec.refs if r.final_seen is not None]
             all_final += final_lat
@@ -138,8 +143,9 @@ def main() -> None:
         print(line, flush=True)
     words = totals["words"] * args.streams
     gap = 100 * (totals["streamed"] - totals["offline"]) / words
-    print(f"all sets: offline WER {100 * totals['offline'] / words:.2f}%, "
-          f"streamed {100 * totals['streamed'] / words:.2f}% (difference {gap:+.2f} points)")
+    print(f"all sets: offline WER {100 * totals['offline'] / words:.2f}% ({args.compute_type}; float32 "
+          f"{100 * totals['float32'] / words:.2f}%), streamed {100 * totals['streamed'] / words:.2f}% "
+          f"(difference {gap:+.2f} points to offline {args.compute_type})")
     if all_final:
         print(f"committed latency median {statistics.median(all_final):.2f} s p90 {pct(all_final, 90):.2f} s; "
               f"partial median {statistics.median(all_partial):.2f} s p90 {pct(all_partial, 90):.2f} s")

@@ -52,7 +52,8 @@ def test_an_unlikely_word_waits_for_hypotheses_that_heard_more_after_it():
     decode_at(session, 1.5, hypothesis(*words))
     finals = decode_at(session, 1.8, hypothesis(*words))
     assert [w.word for f in finals for w in f.words] == [" and"]  # " mister" (p 0.3): agreed over 0.3 s only
-    finals = decode_at(session, 2.1, hypothesis(*words))  # over 0.6 s (unlikely_span)
+    assert decode_at(session, 2.1, hypothesis(*words)) == []  # over 0.6 s
+    finals = decode_at(session, 2.5, hypothesis(*words))  # over 1.0 s (unlikely_span 0.9)
     assert [w.word for f in finals for w in f.words] == [" mister"]
 
 
@@ -69,9 +70,9 @@ def test_an_unlikely_first_word_of_an_utterance_that_hypotheses_disagreed_on_wai
 def test_an_unlikely_first_word_every_hypothesis_began_with_waits_the_usual_span():
     session = StreamSession(CONFIG)
     words = (("unless", 0.2, 0.6, 0.15), ("to", 0.7, 0.8, 0.9))
-    for t in (1.5, 1.8):
+    for t in (1.5, 1.8, 2.1):
         assert decode_at(session, t, hypothesis(*words)) == []
-    finals = decode_at(session, 2.1, hypothesis(*words))  # over 0.6 s (unlikely_span)
+    finals = decode_at(session, 2.5, hypothesis(*words))  # over 1.0 s (unlikely_span 0.9)
     assert [w.word for f in finals for w in f.words] == [" unless", " to"]
 
 
@@ -96,7 +97,7 @@ def test_two_hypotheses_far_enough_apart_are_as_good_as_many_close_ones():
     session = StreamSession(CONFIG)
     words = (("and", 0.2, 0.5, 0.9), ("mister", 0.5, 1.0, 0.3))
     decode_at(session, 1.5, hypothesis(*words))
-    finals = decode_at(session, 2.1, hypothesis(*words))
+    finals = decode_at(session, 2.5, hypothesis(*words))  # two hypotheses 1.0 s apart
     assert [w.word for f in finals for w in f.words] == [" and", " mister"]
 
 
