@@ -117,8 +117,11 @@ def main() -> None:
         human = prog.human()
         float32 = transcribe(offline_model.model, offline_model.tokenizer, prog.audio, TranscribeOptions()).text
         f32_errors = word_errors(human, normalize_words(float32))
-        offline = transcribe(engine.model, engine.tokenizer, prog.audio, TranscribeOptions()).text
-        off_errors = word_errors(human, normalize_words(offline))
+        if args.compute_type == "float32":  # the same model as the line above
+            off_errors = f32_errors
+        else:
+            offline = transcribe(engine.model, engine.tokenizer, prog.audio, TranscribeOptions()).text
+            off_errors = word_errors(human, normalize_words(offline))
         if args.speed > 0:
             refs = reference_words(engine, prog)
             recorders, _ = live(engine, prog.audio, refs, config, args.speed, args.streams)

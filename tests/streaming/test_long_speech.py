@@ -6,10 +6,9 @@ import pytest
 
 from streamer.audio import load_audio
 from streamer.decoding.transcribe import transcribe
-from streamer.streaming.events import Final
-from streamer.streaming.transcriber import Transcriber
 from streamer.textnorm import normalize, word_errors
 from tests.conftest import FIXTURES
+from tests.streaming.conftest import final_text, stream_inline
 
 GARDEN = FIXTURES / "speech" / "garden.wav"  # 63 s, 14 sentences, 0.2-2 s pauses (bench/speechset.py)
 
@@ -23,10 +22,5 @@ def test_streamed_passage_has_no_more_errors_than_offline_transcription_but_two(
     audio = load_audio(GARDEN)
     truth = normalize(GARDEN.with_suffix(".txt").read_text()).split()
     offline = normalize(transcribe(engine.model, engine.tokenizer, audio).text).split()
-    transcriber = Transcriber(engine)
-    events = []
-    for i in range(0, len(audio), 1600):
-        events += transcriber.feed(audio[i : i + 1600])
-    events += transcriber.close()
-    streamed = normalize(" ".join(e.text for e in events if isinstance(e, Final))).split()
+    streamed = normalize(final_text(stream_inline(engine, audio))).split()
     assert word_errors(truth, streamed) <= word_errors(truth, offline) + 2, (streamed, offline)

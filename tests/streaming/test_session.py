@@ -14,16 +14,9 @@ from streamer.streaming.vad import SpeechEnd, SpeechStart
 from streamer.textnorm import normalize
 from streamer.textnorm import word_errors as errors
 from tests.streaming.conftest import SENSE, final_text, joined, sox
+from tests.streaming.conftest import stream_inline as run
 
 pytestmark = pytest.mark.accuracy  # transcripts against references (CI runs these on other CPU kernels)
-
-
-def run(engine, audio, config=None, chunk=1600):
-    t = Transcriber(engine, config)
-    events = []
-    for i in range(0, len(audio), chunk):
-        events += t.feed(audio[i : i + chunk])
-    return events + t.close()
 
 
 def human(clips) -> list[str]:
