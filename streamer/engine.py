@@ -9,11 +9,10 @@ reused by the next call without reallocation.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from streamer.decoding.alignment import AlignRow, WordTiming, align
 from streamer.decoding.decode import DecodingOptions as _Defaults
@@ -23,6 +22,7 @@ from streamer.decoding.rules import LogitRules
 from streamer.decoding.step import BUCKETS, StepGraphs
 from streamer.errors import StreamerError
 from streamer.mel import pad_or_trim
+from streamer.model.int8 import Int8Linear, quantize_linears
 from streamer.model.loading import LoadedModel
 from streamer.model.whisper import KVCache
 
@@ -46,16 +46,11 @@ class Request:
 
 
 def quantize_int8(loaded: LoadedModel) -> None:
-    """Dynamic int8 quantisation of every linear layer, the tied output projection included (CPU)."""
+    """int8 weights for every linear layer, the tied output projection included (CPU): the token
+    embedding stays float32 for the input side, and the projection gets its own int8 copy."""
     decoder = loaded.model.decoder
-    projection = nn.Linear(decoder.dims.n_text_state, decoder.dims.n_vocab, bias=False)
-    projection.weight = nn.Parameter(decoder.token_embedding.weight.detach().clone(), requires_grad=False)
-    decoder.projection = projection
-    with warnings.catch_warnings():
-        # PyTorch announces the quantised tensor types' future removal on every call; it still works.
-        warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor", category=UserWarning)
-        warnings.filterwarnings("ignore", message=r"torch\.ao\.quantization is deprecated", category=DeprecationWarning)
-        torch.ao.quantization.quantize_dynamic(loaded.model, {nn.Linear}, dtype=torch.qint8, inplace=True)
+    quantize_linears(loaded.model)
+    decoder.projection = Int8Linear(decoder.token_embedding.weight, None)
 
 
 def apply_compute_type(loaded: LoadedModel, compute_type: str) -> None:

@@ -64,7 +64,8 @@ def decode_rows(
         r.draft[: max(0, limit - 1)] if r.temperature == 0 and not r.timestamps else ()
         for r, limit in zip(rows, limit_list, strict=True)
     ]
-    greedy_text = all(r.temperature == 0 and not r.timestamps for r in rows)
+    greedy = all(r.temperature == 0 for r in rows)
+    greedy_text = greedy and not any(r.timestamps for r in rows)
     graph = graphs.get(n, cache.cross_k.shape[2], greedy_text) if graphs is not None else None  # before the prefill
     view = cache.view(0, n)
     width = max(length + len(d) for length, d in zip(lengths, drafts, strict=True))
@@ -105,7 +106,7 @@ def decode_rows(
             if last or ((step + 1) % check_every == 0 and bool(b.finished[:n].all())):
                 break
         else:
-            picked = pick(rules, b, greedy_text)
+            picked = pick(rules, b, greedy_text, greedy)
             if last or bool(b.finished.all()):
                 break
             forward(model, view, b, picked, kv_len=width + step + 1)

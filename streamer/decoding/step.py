@@ -90,20 +90,21 @@ class StepBuffers:
         self.state.reset(timestamps, sampled)
 
 
-def pick(rules: LogitRules, b: StepBuffers, greedy_text: bool = False) -> Tensor:
+def pick(rules: LogitRules, b: StepBuffers, greedy_text: bool = False, greedy: bool = False) -> Tensor:
     """Pick one token per row from ``b.logits`` and record it; the tokens picked, (B,).
 
     A finished row keeps emitting end-of-text, which adds nothing to its log-probability; positions
     are clamped to the buffer so steps after every row has finished stay in bounds. ``greedy_text``:
     the caller knows every row is greedy without timestamps, so only their rules run and no noise is
-    drawn (the same tokens, cheaper; a captured step never takes this branch)."""
+    drawn (the same tokens, cheaper; a captured step never takes this branch). ``greedy``: every row is
+    at temperature 0, so no noise is drawn either (the eager loop's case; captured steps draw it)."""
     n_ctx = b.tokens.shape[1] - 1
     if greedy_text:
         logits = rules.apply_text(b.logits[:, None], (b.state.n_sampled == 0)[:, None])[:, 0]  # (B, V)
         sampled = logits.argmax(dim=-1)
     else:
         logits = rules.apply(b.logits, b.state)  # (B, V)
-        sampled = sample_tokens(logits, b.temperatures)  # (B,)
+        sampled = logits.argmax(dim=-1) if greedy else sample_tokens(logits, b.temperatures)  # (B,)
     logprobs = torch.log_softmax(logits, dim=-1)
     picked = logprobs.gather(1, sampled[:, None])[:, 0]  # (B,)
     b.sum_logprobs.add_(torch.where(b.finished, torch.zeros_like(picked), picked))

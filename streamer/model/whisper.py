@@ -236,7 +236,7 @@ class TextDecoder(nn.Module):
             DecoderBlock(dims.n_text_state, dims.n_text_head) for _ in range(dims.n_text_layer)
         )
         self.ln = LayerNorm(dims.n_text_state)
-        # Tied output projection; set to a separate (quantisable) linear by quantize_int8.
+        # Tied output projection; an int8 copy of the table once quantize_int8 has run (CPU).
         self.projection: nn.Module | None = None
 
     def new_cache(self, batch_size: int, n_audio: int | None = None) -> KVCache:

@@ -16,13 +16,15 @@ from streamer.textnorm import word_errors as errors
 from tests.streaming.conftest import SENSE, final_text, joined, sox
 from tests.streaming.conftest import stream_inline as run
 
-pytestmark = pytest.mark.accuracy  # transcripts against references (CI runs these on other CPU kernels)
+# Tests marked "accuracy" compare transcripts with references or offline text; CI runs them again on the
+# other CPU kernel sets. The others check the order and shape of events.
 
 
 def human(clips) -> list[str]:
     return normalize(" ".join(c.with_suffix(".txt").read_text() for c in clips)).split()
 
 
+@pytest.mark.accuracy
 @pytest.mark.parametrize("clip", SENSE, ids=lambda p: p.stem[-4:])
 def test_finals_as_accurate_as_offline_transcription(engine, clip):
     audio = joined([clip], gap=1.0)
@@ -34,6 +36,7 @@ def test_finals_as_accurate_as_offline_transcription(engine, clip):
     assert errors(truth, streamed) <= errors(truth, offline) + 1
 
 
+@pytest.mark.accuracy
 def test_finals_of_clips_joined_with_silences_equal_offline_transcription(engine):
     audio = joined(SENSE, gap=1.0)
     offline = normalize(transcribe(engine.model, engine.tokenizer, audio).text)
@@ -124,6 +127,7 @@ def test_silence_never_reaches_the_model(engine):
     assert len(session.ring) <= 16000 + 1600  # only the VAD's pre-roll is kept
 
 
+@pytest.mark.accuracy
 @pytest.mark.parametrize("kind", ["whitenoise", "pinknoise", "brownnoise"])
 def test_no_words_on_a_minute_of_noise(engine, tmp_path, kind):
     noise = sox(tmp_path, kind, "synth", "60", kind, "vol", "0.3")
@@ -132,6 +136,7 @@ def test_no_words_on_a_minute_of_noise(engine, tmp_path, kind):
     assert all(e.text == "" for e in events if isinstance(e, Partial))
 
 
+@pytest.mark.accuracy
 def test_finalize_commits_what_was_heard(engine):
     audio = joined(SENSE[:1], gap=0.0)[: 16000 * 3]  # speech still going on
     t = Transcriber(engine)
