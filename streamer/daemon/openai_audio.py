@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Message, Receive
@@ -243,26 +243,26 @@ class OpenAIAudio:
             if why is not None:
                 raise ApiError(503, f"the server takes no request now ({why})", None, why, "server_error",
                                {"Retry-After": "1"})
-            form = await self._form(request)
-            assert daemon.engine is not None  # ready
-            params = parse_params(form, task, daemon.engine.tokenizer.is_multilingual)
-            upload = form.get("file")
-            if not isinstance(upload, UploadFile):
-                raise ApiError(400, "file is required: the audio as a multipart file field", "file")
-            data = await upload.read()
-            name = upload.filename or "upload"
         except ApiError as e:
             return e.response()
+        # Admitted: the request holds a session from here, while its upload is still being read, so that
+        # uploads arriving together cannot all pass the check above and exceed --max-sessions.
         daemon.other_sessions["openai"] += 1
-        with daemon.metrics.lock:
-            daemon.metrics.sessions_total += 1
         release = _Once(lambda: daemon.other_sessions.__setitem__("openai", daemon.other_sessions["openai"] - 1))
         try:
-            audio = await asyncio.to_thread(load_audio_bytes, data, name)
-        except AudioFileError as e:
+            params, audio = await self._read(request, task)
+        except ApiError as e:
             release()
-            return ApiError(400, str(e), "file", "invalid_audio").response()
-        del data
+            return e.response()
+        except ClientDisconnect:
+            release()
+            log.info("a client went away during its upload")
+            return Response(status_code=400)  # nobody reads it
+        except BaseException:  # the server is stopping (cancelled)
+            release()
+            raise
+        with daemon.metrics.lock:
+            daemon.metrics.sessions_total += 1
         if params.stream:
             return StreamingResponse(self._stream(audio, params, release), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache"})
@@ -275,6 +275,20 @@ class OpenAIAudio:
         finally:
             release()
         return render(transcript, words, params)
+
+    async def _read(self, request: Request, task: str) -> tuple[Params, np.ndarray]:
+        """The request's checked fields and its decoded audio (ApiError 400 or 413 otherwise)."""
+        form = await self._form(request)
+        assert self.daemon.engine is not None  # ready
+        params = parse_params(form, task, self.daemon.engine.tokenizer.is_multilingual)
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise ApiError(400, "file is required: the audio as a multipart file field", "file")
+        data = await upload.read()
+        try:
+            return params, await asyncio.to_thread(load_audio_bytes, data, upload.filename or "upload")
+        except AudioFileError as e:
+            raise ApiError(400, str(e), "file", "invalid_audio") from None
 
     async def _form(self, request: Request) -> FormData:
         limit = int(self.daemon.options.max_upload_mb * 1_000_000)

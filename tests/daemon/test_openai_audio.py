@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
@@ -133,6 +134,38 @@ async def test_a_full_server_answers_429(daemon):
         with pytest.raises(openai.RateLimitError):
             await client(daemon).audio.transcriptions.create(model="whisper-1", file=CLIP)
         assert daemon.other_sessions["openai"] == 0
+
+
+async def start_upload(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A transcription request whose body has only begun to arrive (a slow upload)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = (b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n"
+            b"Content-Type: audio/wav\r\n\r\n") + CLIP.read_bytes()[:1000]
+    writer.write(
+        b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        + f"Authorization: Bearer {TOKEN}\r\nContent-Length: {len(head) + 100_000}\r\n".encode()
+        + b"Content-Type: multipart/form-data; boundary=b\r\n\r\n" + head
+    )
+    await writer.drain()
+    return reader, writer
+
+
+async def until(check, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.01)
+
+
+async def test_uploads_still_arriving_count_against_max_sessions(daemon):
+    slow = [await start_upload(daemon.port) for _ in range(2)]  # max_sessions 2
+    await until(lambda: daemon.session_count == 2)
+    with pytest.raises(openai.RateLimitError):
+        await client(daemon).audio.transcriptions.create(model="whisper-1", file=CLIP)
+    for _, writer in slow:  # the clients give up mid-upload: their sessions are freed
+        writer.close()
+    await until(lambda: daemon.session_count == 0)
+    result = await client(daemon).audio.transcriptions.create(model="whisper-1", file=CLIP)
+    assert "prudently" in result.text
 
 
 @pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
