@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from streamer.errors import ModelFileError
 from streamer.model.loading import bundled_files
 from streamer.tokenizer import LANGUAGES, Tokenizer, read_vocabulary
 
@@ -29,6 +30,14 @@ def test_round_trip_and_gpt2_ranks(english: Tokenizer) -> None:
     tokens = english.encode(text)
     assert english.decode(tokens) == text
     assert english.encode(" Hello world") == [18435, 995]  # GPT-2's ids
+
+
+@pytest.mark.parametrize("token", ["a b", "price€"])  # a raw space; a character no byte stands for
+def test_a_vocabulary_that_is_not_byte_level_bpe_is_refused(token: str) -> None:
+    vocabulary = read_vocabulary(bundled_files("tiny.en")["vocabulary.txt"])
+    vocabulary[1000] = token
+    with pytest.raises(ModelFileError, match="not a byte-level BPE vocabulary"):
+        Tokenizer(vocabulary, "bad.txt")
 
 
 def test_decode_drops_special_tokens_and_keeps_timestamps_on_request(english: Tokenizer) -> None:
