@@ -96,8 +96,8 @@ def pick(rules: LogitRules, b: StepBuffers, greedy_text: bool = False, greedy: b
     A finished row keeps emitting end-of-text, which adds nothing to its log-probability; positions
     are clamped to the buffer so steps after every row has finished stay in bounds. ``greedy_text``:
     the caller knows every row is greedy without timestamps, so only their rules run and no noise is
-    drawn (the same tokens, cheaper; a captured step never takes this branch). ``greedy``: every row is
-    at temperature 0, so no noise is drawn either (the eager loop's case; captured steps draw it)."""
+    drawn (the same tokens, cheaper; the streaming steps are captured with it). ``greedy``: every row is
+    at temperature 0, so no noise is drawn either (the eager loop only; other captured steps draw it)."""
     n_ctx = b.tokens.shape[1] - 1
     if greedy_text:
         logits = rules.apply_text(b.logits[:, None], (b.state.n_sampled == 0)[:, None])[:, 0]  # (B, V)
