@@ -95,6 +95,30 @@ def test_int8_transcribes_the_reference_clips() -> None:
     assert "spades" in normalize(results[1].text)
 
 
+def test_int8_keeps_a_float16_checkpoints_token_table_in_float16() -> None:
+    """The bundled tiny.en is float16: its token table loses nothing in float16, and the decoder's state
+    (positions, KV cache) stays float32."""
+    engine = Engine(load_model("tiny.en"), max_batch=1, compute_type="int8")
+    assert engine.model.decoder.token_embedding.weight.dtype == torch.float16
+    assert engine.model.dtype == torch.float32
+    assert engine.cache.self_k.dtype == engine.cache.cross_k.dtype == torch.float32
+
+
+def test_int8_keeps_a_token_table_float16_cannot_hold_in_float32() -> None:
+    engine = Engine(load_model("random:tiny"), max_batch=1, compute_type="int8")  # float32 random weights
+    assert engine.model.decoder.token_embedding.weight.dtype == torch.float32
+
+
+def test_windows_encoded_together_equal_windows_encoded_alone() -> None:
+    """On the CPU a batch of 30 s windows is encoded a window at a time, so a window's features do not
+    depend on its batch (int8 quantises each layer's input with one scale for the whole batch)."""
+    engine = Engine(load_model("tiny.en"), max_batch=1, compute_type="int8")
+    mels = torch.stack([log_mel_spectrogram(load_audio(FIXTURES / c), 80, padding=480000)[:, :3000] for c in CLIPS[:3]])
+    together = engine.encode(mels)
+    for i in range(3):
+        assert torch.equal(together[i], engine.encode(mels[i : i + 1])[0])
+
+
 def test_float16_on_cpu_is_refused(tiny) -> None:
     with pytest.raises(StreamerError, match="float16 needs a GPU"):
         Engine(load_model("tiny.en"), compute_type="float16")

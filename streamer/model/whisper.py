@@ -8,6 +8,7 @@ cross-attention keys and values are computed once per encoder output and reused 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -241,7 +242,7 @@ class TextDecoder(nn.Module):
 
     def new_cache(self, batch_size: int, n_audio: int | None = None) -> KVCache:
         dims = self.dims
-        w = self.token_embedding.weight
+        w = self.positional_embedding  # the decoder's dtype (the token table may be narrower: int8 on the CPU)
         n_audio = dims.n_audio_ctx if n_audio is None else n_audio
         shape_self = (dims.n_text_layer, batch_size, dims.n_text_ctx, dims.n_text_state)
         shape_cross = (dims.n_text_layer, batch_size, n_audio, dims.n_text_state)
@@ -277,7 +278,8 @@ class TextDecoder(nn.Module):
                 cache.cross_v[i].index_copy_(0, rows, v)
 
     def _embed(self, tokens: Tensor, positions: Tensor, kv_len: int) -> tuple[Tensor, Tensor]:
-        x = self.token_embedding(tokens) + self.positional_embedding[positions]  # (B, T, D)
+        pos = self.positional_embedding[positions]  # (B, T, D)
+        x = self.token_embedding(tokens).to(pos.dtype) + pos  # (B, T, D)
         key_pos = torch.arange(kv_len, device=tokens.device)
         self_mask = (key_pos[None, None, :] <= positions[:, :, None]).unsqueeze(1)  # (B, 1, T, kv_len)
         return x, self_mask
@@ -312,21 +314,38 @@ class TextDecoder(nn.Module):
         return self._logits(x)
 
     def forward_with_cross_qk(
-        self, tokens: Tensor, positions: Tensor, cache: KVCache, kv_len: int, select: Tensor | None = None
-    ) -> tuple[Tensor, list[Tensor]]:
-        """As ``forward``, also returning each layer's cross-attention logits, (B, H, T, Ta) per layer."""
+        self, tokens: Tensor, positions: Tensor, cache: KVCache, kv_len: int, heads: Sequence[tuple[int, int]],
+        select: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """As ``forward``, but returning the hidden states (B, T, D) (or (B, K, D) with ``select``) for
+        ``token_logprobs`` rather than logits, and the cross-attention logits of the (layer, head) pairs
+        ``heads``, (B, len(heads), T, Ta) (only those are kept: all heads of all layers would be
+        tens of MB for a long text)."""
         x, self_mask = self._embed(tokens, positions, kv_len)
-        qks = []
+        kept: dict[tuple[int, int], Tensor] = {}
         cross_mask = cache.cross_mask()
         for i, block in enumerate(cast(list[DecoderBlock], self.blocks)):
             x, qk = block.forward_with_cross_qk(
                 x, positions, self_mask, cache.self_k[i], cache.self_v[i], cache.cross_k[i], cache.cross_v[i],
                 cross_mask, kv_len,
-            )
-            qks.append(qk)
+            )  # qk (B, H, T, Ta)
+            for layer, head in heads:
+                if layer == i:
+                    kept[layer, head] = qk[:, head].clone()  # (B, T, Ta): a copy, so the layer's qk is freed
         if select is not None:
             x = x[torch.arange(x.shape[0], device=x.device)[:, None], select]  # (B, K, D)
-        return self._logits(x), qks
+        return x, torch.stack([kept[pair] for pair in heads], dim=1)  # (B, Hs, T, Ta)
+
+    def token_logprobs(self, x: Tensor, targets: Tensor, chunk: int = 16) -> Tensor:
+        """Hidden states x (B, K, D) -> the log-probability of ``targets`` (B, K) at each position,
+        projected ``chunk`` positions at a time: a long text's (B, K, V) logits and their log-softmax
+        would take over 100 MB at once."""
+        out = torch.empty(targets.shape, dtype=torch.float32, device=x.device)  # (B, K)
+        for lo in range(0, x.shape[1], chunk):
+            logits = self._logits(x[:, lo : lo + chunk])  # (B, k, V)
+            target = logits.gather(2, targets[:, lo : lo + chunk, None])[:, :, 0]  # (B, k)
+            out[:, lo : lo + chunk] = target - logits.logsumexp(dim=-1)
+        return out
 
 
 class Whisper(nn.Module):
@@ -350,7 +369,7 @@ class Whisper(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.decoder.token_embedding.weight.dtype
+        return self.decoder.positional_embedding.dtype
 
     @property
     def is_multilingual(self) -> bool:

@@ -11,6 +11,7 @@ import torch
 from streamer import SAMPLE_RATE
 from streamer.decoding.decode import DecodingResult, detect_language
 from streamer.engine import Engine, Request
+from streamer.heap import trim_heap
 from streamer.mel import HOP_LENGTH, N_FRAMES, log_mel_windows
 from streamer.streaming.session import WindowJob
 
@@ -27,12 +28,14 @@ def run_windows(engine: Engine, jobs: Sequence[WindowJob]) -> list[DecodingResul
     n_mels = engine.model.dims.n_mels
     features: list[torch.Tensor | None] = [None] * len(jobs)
     for seconds in sorted({job.encoder_seconds for job in jobs}):  # one encoder batch per window length
-        group = [i for i, job in enumerate(jobs) if job.encoder_seconds == seconds]
+        same = [i for i, job in enumerate(jobs) if job.encoder_seconds == seconds]
         audio_ctx = min(N_FRAMES, round(seconds * SAMPLE_RATE / HOP_LENGTH)) // 2
-        mels = log_mel_windows([jobs[i].audio for i in group], 2 * audio_ctx, n_mels, engine.device)  # (b, n_mels, F)
-        encoded = engine.encode(mels, audio_ctx=audio_ctx)  # (b, Ta, D): Ta = audio_ctx, 1500 for 30 s
-        for i, row in zip(group, encoded, strict=True):
-            features[i] = row
+        step = engine.encoder_rows(audio_ctx)  # on the CPU, the log-mel of only the windows encoded at once
+        for group in (same[lo : lo + step] for lo in range(0, len(same), step)):
+            mels = log_mel_windows([jobs[i].audio for i in group], 2 * audio_ctx, n_mels, engine.device)  # (b, n_mels, F)
+            encoded = engine.encode(mels, audio_ctx=audio_ctx)  # (b, Ta, D): Ta = audio_ctx, 1500 for 30 s
+            for i, row in zip(group, encoded, strict=True):
+                features[i] = row
     languages = [job.language for job in jobs]
     unknown = [i for i, lang in enumerate(languages) if lang is None]
     if unknown:
@@ -62,8 +65,9 @@ def _ready(row: torch.Tensor | None) -> torch.Tensor:
 
 def warm_up(engine: Engine) -> None:
     """Make the decode steps (CUDA graphs) and run one short window through the engine: the first
-    inference is slow (allocations, kernels)."""
+    inference is slow (allocations, kernels). Then give the heap that loading and this freed back."""
     made = engine.prepare_steps()
     if made:
         log.info("made %d decode steps", made)
     run_windows(engine, [WindowJob(0, 0, np.zeros(SAMPLE_RATE, np.float32), (), (), "en", "transcribe", 0.0, 8, True)])
+    trim_heap()

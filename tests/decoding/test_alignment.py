@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from streamer.audio import load_audio
+from streamer.decoding import alignment
 from streamer.decoding.alignment import dtw_row_starts, median_filter, split_words
 from streamer.engine import Engine, Request
 from streamer.mel import N_SAMPLES, log_mel_spectrogram
@@ -94,8 +95,10 @@ def test_word_times_are_ordered_and_inside_the_audio(tiny):
     assert words[-1].start > 2.0
 
 
-def test_words_aligned_together_equal_words_aligned_alone(tiny):
-    """Rows of different lengths in one alignment batch get the timings each gets alone."""
+def test_words_aligned_together_equal_words_aligned_alone(tiny, monkeypatch):
+    """Rows of different lengths in one alignment batch get the timings each gets alone (the CPU aligns
+    one row at a time by default: here it takes the GPU's batched path)."""
+    monkeypatch.setitem(alignment.ALIGN_ROWS, "cpu", 64)
     engine = Engine(tiny, max_batch=4)
     clips = [load_audio(FIXTURES / f"00{n}.wav") for n in (1, 3, 5)]
     mels = torch.stack([log_mel_spectrogram(a, 80, padding=N_SAMPLES)[:, :3000] for a in clips])
