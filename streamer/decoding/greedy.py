@@ -66,7 +66,7 @@ def decode_rows(
     ]
     greedy = all(r.temperature == 0 for r in rows)
     greedy_text = greedy and not any(r.timestamps for r in rows)
-    graph = graphs.get(n, cache.cross_k.shape[2], greedy_text) if graphs is not None else None  # before the prefill
+    graph = graphs.get(n, cache.n_audio, greedy_text) if graphs is not None else None  # before the prefill
     view = cache.view(0, n)
     width = max(length + len(d) for length, d in zip(lengths, drafts, strict=True))
     n_draft = max(len(d) for d in drafts)

@@ -71,6 +71,11 @@ class MultiHeadAttention(nn.Module):
         )
         return self.out(_merge_heads(out))
 
+    def attend_heads(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+        """As ``attend``, with k and v already split into heads, (B, H, Tk, Dh) each."""
+        out = F.scaled_dot_product_attention(_split_heads(q, self.n_head), k, v, attn_mask=mask)  # (B, H, Tq, Dh)
+        return self.out(_merge_heads(out))
+
 
 class MLP(nn.Sequential):
     def __init__(self, n_state: int):
@@ -123,7 +128,9 @@ class KVCache:
     """Decoder state for a fixed number of rows, allocated once and written in place.
 
     self_k/self_v: (L, B, n_text_ctx, D), written at token positions.
-    cross_k/cross_v: (L, B, n_audio, D), written once per encoder output.
+    cross_k/cross_v: (L, B, H, n_audio, Dh), written once per encoder output, each head's keys contiguous
+    (a decode step reads them all: split from (B, n_audio, D) rows on every step, the cross-attention of
+    a step took twice as long on the CPU, 3.6 against 1.9 ms for tiny.en's four layers).
     audio_valid: (B, n_audio) bool, which audio positions each row attends to (a row's encoder output
     may be shorter than the others': the rest is padding, masked out of cross-attention).
     """
@@ -138,11 +145,15 @@ class KVCache:
     def batch_size(self) -> int:
         return self.self_k.shape[1]
 
+    @property
+    def n_audio(self) -> int:
+        return self.cross_k.shape[3]
+
     def view(self, lo: int, hi: int, n_audio: int | None = None) -> KVCache:
         """Rows lo..hi-1 (and the first ``n_audio`` audio positions), sharing this cache's memory."""
         a = slice(None) if n_audio is None else slice(0, n_audio)
         return KVCache(
-            self.self_k[:, lo:hi], self.self_v[:, lo:hi], self.cross_k[:, lo:hi, a], self.cross_v[:, lo:hi, a],
+            self.self_k[:, lo:hi], self.self_v[:, lo:hi], self.cross_k[:, lo:hi, :, a], self.cross_v[:, lo:hi, :, a],
             self.audio_valid[lo:hi, a],
         )
 
@@ -188,11 +199,11 @@ class DecoderBlock(nn.Module):
         cross_mask: Tensor,
         kv_len: int,
     ) -> Tensor:
-        """x (B, T, D); positions (B, T); self_mask (B, 1, T, kv_len); caches (B, S, D), (B, Ta, D);
+        """x (B, T, D); positions (B, T); self_mask (B, 1, T, kv_len); caches (B, S, D), (B, H, Ta, Dh);
         cross_mask (B, 1, 1, Ta)."""
         x = self._self_attend(x, positions, self_mask, k_cache, v_cache, kv_len)
         h = self.cross_attn_ln(x)
-        x = x + self.cross_attn.attend(self.cross_attn.query(h), cross_k, cross_v, cross_mask)
+        x = x + self.cross_attn.attend_heads(self.cross_attn.query(h), cross_k, cross_v, cross_mask)
         return x + self.mlp(self.mlp_ln(x))
 
     def forward_with_cross_qk(
@@ -213,8 +224,7 @@ class DecoderBlock(nn.Module):
         h = self.cross_attn_ln(x)
         n_head = self.cross_attn.n_head
         q = _split_heads(self.cross_attn.query(h), n_head)  # (B, H, T, Dh)
-        k = _split_heads(cross_k, n_head)  # (B, H, Ta, Dh)
-        v = _split_heads(cross_v, n_head)  # (B, H, Ta, Dh)
+        k, v = cross_k, cross_v  # (B, H, Ta, Dh)
         qk = (q @ k.transpose(-1, -2)).float() / math.sqrt(q.shape[-1])  # (B, H, T, Ta)
         qk = qk.masked_fill(~cross_mask, float("-inf"))
         out = qk.softmax(dim=-1).to(v.dtype) @ v  # (B, H, T, Dh)
@@ -245,7 +255,8 @@ class TextDecoder(nn.Module):
         w = self.positional_embedding  # the decoder's dtype (the token table may be narrower: int8 on the CPU)
         n_audio = dims.n_audio_ctx if n_audio is None else n_audio
         shape_self = (dims.n_text_layer, batch_size, dims.n_text_ctx, dims.n_text_state)
-        shape_cross = (dims.n_text_layer, batch_size, n_audio, dims.n_text_state)
+        head_dim = dims.n_text_state // dims.n_text_head
+        shape_cross = (dims.n_text_layer, batch_size, dims.n_text_head, n_audio, head_dim)
         return KVCache(
             self_k=torch.zeros(shape_self, dtype=w.dtype, device=w.device),
             self_v=torch.zeros(shape_self, dtype=w.dtype, device=w.device),
@@ -268,8 +279,8 @@ class TextDecoder(nn.Module):
         else:
             cache.audio_valid.index_copy_(0, rows, valid)
         for i, block in enumerate(cast(list[DecoderBlock], self.blocks)):
-            k = block.cross_attn.key(audio_features)  # (B', Ta, D)
-            v = block.cross_attn.value(audio_features)
+            k = _split_heads(block.cross_attn.key(audio_features), self.dims.n_text_head)  # (B', H, Ta, Dh)
+            v = _split_heads(block.cross_attn.value(audio_features), self.dims.n_text_head)
             if rows is None:
                 cache.cross_k[i].copy_(k)
                 cache.cross_v[i].copy_(v)

@@ -32,7 +32,8 @@ def run_windows(engine: Engine, jobs: Sequence[WindowJob]) -> list[DecodingResul
         audio_ctx = min(N_FRAMES, round(seconds * SAMPLE_RATE / HOP_LENGTH)) // 2
         step = engine.encoder_rows(audio_ctx)  # on the CPU, the log-mel of only the windows encoded at once
         for group in (same[lo : lo + step] for lo in range(0, len(same), step)):
-            mels = log_mel_windows([jobs[i].audio for i in group], 2 * audio_ctx, n_mels, engine.device)  # (b, n_mels, F)
+            audio = [jobs[i].audio for i in group]
+            mels = log_mel_windows(audio, 2 * audio_ctx, n_mels, engine.device)  # (b, n_mels, F)
             encoded = engine.encode(mels, audio_ctx=audio_ctx)  # (b, Ta, D): Ta = audio_ctx, 1500 for 30 s
             for i, row in zip(group, encoded, strict=True):
                 features[i] = row
