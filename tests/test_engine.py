@@ -104,7 +104,7 @@ def test_int8_keeps_a_float16_checkpoints_token_table_in_float16() -> None:
     assert engine.cache.self_k.dtype == engine.cache.cross_k.dtype == torch.float32
 
 
-def test_int8_keeps_a_token_table_float16_cannot_hold_in_float32() -> None:
+def test_int8_keeps_a_float32_checkpoints_token_table_in_float32() -> None:
     engine = Engine(load_model("random:tiny"), max_batch=1, compute_type="int8")  # float32 random weights
     assert engine.model.decoder.token_embedding.weight.dtype == torch.float32
 

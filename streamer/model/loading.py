@@ -73,6 +73,9 @@ class LoadedModel:
     model: Whisper
     tokenizer: Tokenizer
     name: str
+    # The token table as the checkpoint stored it, where that is float16 (int8 keeps it so: exact, half
+    # the memory of float32, and not converted back at each start).
+    half_token_table: Tensor | None = None
 
 
 @dataclass
@@ -359,4 +362,6 @@ def load_model(
         raise ModelFileError(f"{spec}: vocabulary has {ckpt.tokenizer.n_vocab} tokens, model {ckpt.dims.n_vocab}")
     model = build_model(ckpt, str(spec)).to(device=device, dtype=dtype)
     log.info("loaded model %s (%s, %s)", name, device, str(dtype).removeprefix("torch."))
-    return LoadedModel(model=model, tokenizer=ckpt.tokenizer, name=name)
+    table = ckpt.state_dict["decoder.token_embedding.weight"]
+    half = table if table.dtype == torch.float16 and model.device.type == "cpu" else None
+    return LoadedModel(model=model, tokenizer=ckpt.tokenizer, name=name, half_token_table=half)
