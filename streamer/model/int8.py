@@ -15,6 +15,9 @@ import torch
 from torch import Tensor, nn
 
 QMIN, QMAX = -128, 127  # qint8
+# The overload itself: calling the op's packet checks every call's arguments for fake script objects
+# first (~5 of a decode step's ~45 us per small layer on two cores).
+_LINEAR_DYNAMIC = torch.ops.quantized.linear_dynamic.default
 EPS = torch.finfo(torch.float32).eps
 
 
@@ -47,7 +50,7 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x (..., in) -> (..., out), in x's dtype."""
-        return torch.ops.quantized.linear_dynamic(x, self.packed, reduce_range=True).to(x.dtype)
+        return _LINEAR_DYNAMIC(x, self.packed, True).to(x.dtype)  # reduce_range=True
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8"
