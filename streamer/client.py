@@ -150,6 +150,11 @@ class _TryAgain(Exception):
     """The server refused the session for now (over capacity): try again after a backoff."""
 
 
+# A resume answered unknown_session is tried this many times in all (with the reconnect backoff between,
+# about 1-2 s) before the client starts a new session.
+RESUME_TRIES = 4
+
+
 class StreamClient:
     def __init__(
         self,
@@ -167,7 +172,8 @@ class StreamClient:
         session_id: str | None = None,
     ):
         self.url = url
-        self.session_id = session_id or str(uuid.uuid4())  # in every connection's URL, kept across reconnects
+        # In every connection's URL, kept across reconnects (a new session after a failed resume gets a new one).
+        self.session_id = session_id or str(uuid.uuid4())
         self.token = token
         self.sample_rate = sample_rate
         self.language = language
@@ -196,6 +202,7 @@ class StreamClient:
         self._finals = 0  # over the whole client
         self._ending = False
         self._closed = False
+        self._resume_refusals = 0  # of the current resume: answered unknown_session so far
 
     # -- connecting ---------------------------------------------------------------------------------
 
@@ -235,12 +242,19 @@ class StreamClient:
             await ws.send(json.dumps(self._start_message()))
             reply = json.loads(await asyncio.wait_for(ws.recv(), self.open_timeout))
             if reply.get("type") == "error" and reply.get("code") == "unknown_session":
+                await ws.close()
+                self._resume_refusals += 1
+                if self._resume_refusals < RESUME_TRIES:
+                    # A balancer may have sent this one elsewhere (its replica's health check missed a beat
+                    # under load): the replica that holds the session may take the next.
+                    raise _TryAgain(f"session {self.session} is not on the server reached")
                 lost = max(0.0, self._sent_seconds - max(self._offset, self._heard_until))
                 self.lost_seconds += lost
                 log.warning("session %s cannot be resumed (%s): starting a new one; %.1f s of audio sent to it "
                             "after its last final may be lost", self.session, reply.get("message"), lost)
-                await ws.close()
                 self.session = None
+                # ... under a new id: the old one may still be live where it was, which refuses a new session
+                self.session_id = str(uuid.uuid4())
                 return await self._open()
             if reply.get("type") == "error" and reply.get("code") == "over_capacity":
                 raise _TryAgain(str(reply.get("message", "the server is full")))
@@ -252,6 +266,7 @@ class StreamClient:
             await ws.close()
             raise
         resumed = bool(reply.get("resumed"))
+        self._resume_refusals = 0
         if not resumed:
             self._offset = self._sent_seconds  # a new session's times start at its first sample
             self._next_index = 0

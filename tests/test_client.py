@@ -90,6 +90,75 @@ async def test_a_dropped_connection_is_resumed_without_losing_or_repeating_final
     assert wer(offline, " ".join(f.text for f in finals)) <= 0.1
 
 
+class Balancer:
+    """A TCP balancer on 127.0.0.1 that sends the connections numbered in ``astray`` (from 0) to the
+    ``other`` port and the rest to ``home``: a balancer whose health check of ``home`` missed a beat."""
+
+    def __init__(self, home: int, other: int, astray: set[int]):
+        self.home, self.other, self.astray = home, other, astray
+        self.connections = 0
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._route, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+    async def _route(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        port = self.other if self.connections in self.astray else self.home
+        self.connections += 1
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except ConnectionError:
+                pass  # one side went away: close the other
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+async def test_a_resume_sent_to_the_wrong_server_is_tried_again(engine):
+    """The first resume reaches a server that never had the session (unknown_session); the client tries
+    again rather than starting anew, and the next attempt resumes the session where it lives."""
+    home = Daemon(engine, "tiny.en", ServeOptions(port=0))
+    other = Daemon(engine, "tiny.en", ServeOptions(port=0))
+    await other.start()
+    await home.start()
+    balancer = Balancer(home.port, other.port, astray={1})
+    gap = np.zeros(SAMPLE_RATE, np.float32)
+    audio = np.concatenate([load_audio(CLIP), gap])
+    try:
+        async with StreamClient(f"ws://127.0.0.1:{await balancer.start()}/v1/stream") as client:
+            reader = asyncio.create_task(collect(client))
+            half = int(4.5 * SAMPLE_RATE)
+            await send_paced(client, audio[:half])
+            assert client._ws is not None
+            client._ws.transport.abort()  # the network drops
+            await send_paced(client, audio[half:])
+            await client.end()
+            events = await asyncio.wait_for(reader, 60)
+    finally:
+        await balancer.close()
+        await home.shutdown()
+        await other.shutdown()
+    assert balancer.connections == 3  # the first session, the resume sent astray, the resume that worked
+    readies = [e for e in events if isinstance(e, Ready)]
+    assert len(readies) == 2 and readies[1].resumed and readies[0].session == readies[1].session == client.session_id
+    assert client.lost_seconds == 0.0
+    finals = [e for e in events if isinstance(e, Final)]
+    assert [f.index for f in finals] == list(range(len(finals)))
+    assert "dashwood" in normalize(" ".join(f.text for f in finals))
+    assert isinstance(events[-1], Done)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -118,7 +118,7 @@ async def stream(client: StreamClient, audio: np.ndarray, started: asyncio.Event
         await asyncio.sleep(0.1)
 
 
-READY_AT: dict[str, list[float]] = {}  # session id -> when each of its Ready events arrived (monotonic)
+READY_AT: dict[StreamClient, list[float]] = {}  # client -> when each of its Ready events arrived (monotonic)
 
 
 async def run_client(client: StreamClient, audio: np.ndarray, started: asyncio.Event | None = None) -> list:
@@ -126,7 +126,7 @@ async def run_client(client: StreamClient, audio: np.ndarray, started: asyncio.E
         events = []
         async for e in client:
             if isinstance(e, Ready):
-                READY_AT.setdefault(client.session_id, []).append(time.monotonic())
+                READY_AT.setdefault(client, []).append(time.monotonic())
             events.append(e)
         return events
 
@@ -212,10 +212,11 @@ def test_clients_of_a_killed_replica_carry_on_with_the_others(cluster):
     assert len(moved) == killed  # exactly the killed replica's clients reconnected
     for events, client in moved:
         readies = [e for e in events if isinstance(e, Ready)]
-        assert len(readies) == 2 and not readies[1].resumed  # a new session, on another replica
+        assert len(readies) == 2 and not readies[1].resumed  # a new session, on another replica ...
+        assert readies[1].session == client.session_id != readies[0].session  # ... under a new id
         assert 0.0 < client.lost_seconds < 8.0  # reported: what the dead replica had not committed
         log.info("client %s: new session %.2f s after the kill; %.1f s of audio reported lost", client.session_id,
-                 READY_AT[client.session_id][1] - killed_at[0], client.lost_seconds)
+                 READY_AT[client][1] - killed_at[0], client.lost_seconds)
         second = KEYS[(clients.index(client) + 1) % 3]  # streamed after the kill: heard by the new replica
         assert second in normalize(" ".join(f.text for f in finals_of(events)))
         assert isinstance(events[-1], Done)
