@@ -45,6 +45,16 @@ async def collect(client: StreamClient) -> list:
     return [event async for event in client]
 
 
+async def send_with_a_drop(client: StreamClient, audio: np.ndarray, at: float) -> None:
+    """Send ``audio`` paced, the network dropping ``at`` seconds in, then end the stream."""
+    half = int(at * SAMPLE_RATE)
+    await send_paced(client, audio[:half])
+    assert client._ws is not None
+    client._ws.transport.abort()  # the network drops
+    await send_paced(client, audio[half:])
+    await client.end()
+
+
 async def test_events_arrive_typed_and_end_with_done(daemon, engine):
     audio = np.concatenate([load_audio(CLIP), np.zeros(SAMPLE_RATE, np.float32)])
     async with StreamClient(url(daemon), "t0ken") as client:
@@ -74,12 +84,7 @@ async def test_a_dropped_connection_is_resumed_without_losing_or_repeating_final
     audio = np.concatenate([load_audio(CLIP), gap, load_audio(CLIP2), gap])
     async with StreamClient(url(daemon), "t0ken") as client:
         reader = asyncio.create_task(collect(client))
-        half = int(5.5 * SAMPLE_RATE)
-        await send_paced(client, audio[:half])
-        assert client._ws is not None
-        client._ws.transport.abort()  # the network drops
-        await send_paced(client, audio[half:])
-        await client.end()
+        await send_with_a_drop(client, audio, 5.5)
         events = await reader
     readies = [e for e in events if isinstance(e, Ready)]
     assert len(readies) == 2 and readies[1].resumed and readies[0].session == readies[1].session
@@ -138,12 +143,7 @@ async def test_a_resume_sent_to_the_wrong_server_is_tried_again(engine):
     try:
         async with StreamClient(f"ws://127.0.0.1:{await balancer.start()}/v1/stream") as client:
             reader = asyncio.create_task(collect(client))
-            half = int(4.5 * SAMPLE_RATE)
-            await send_paced(client, audio[:half])
-            assert client._ws is not None
-            client._ws.transport.abort()  # the network drops
-            await send_paced(client, audio[half:])
-            await client.end()
+            await send_with_a_drop(client, audio, 4.5)
             events = await asyncio.wait_for(reader, 60)
     finally:
         await balancer.close()

@@ -63,13 +63,7 @@ class MultiHeadAttention(nn.Module):
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
         """q (B, Tq, D), k and v (B, Tk, D), mask (B, 1, Tq, Tk) bool -> (B, Tq, D)."""
-        out = F.scaled_dot_product_attention(
-            _split_heads(q, self.n_head),  # (B, H, Tq, Dh)
-            _split_heads(k, self.n_head),  # (B, H, Tk, Dh)
-            _split_heads(v, self.n_head),  # (B, H, Tk, Dh)
-            attn_mask=mask,
-        )
-        return self.out(_merge_heads(out))
+        return self.attend_heads(q, _split_heads(k, self.n_head), _split_heads(v, self.n_head), mask)
 
     def attend_heads(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
         """As ``attend``, with k and v already split into heads, (B, H, Tk, Dh) each."""
