@@ -2,7 +2,8 @@
 
 ``feed`` buffers audio and runs the VAD; ``next_job`` says what to decode when the caller has an
 inference slot (the uncommitted audio of the current utterance, prompted with earlier committed text,
-its own committed words forced as a prefix); ``complete`` turns the result into events:
+its own committed words forced as a prefix, after the utterances just before it when the pause between
+was short: their audio and committed words too); ``complete`` turns the result into events:
 
 - while speech goes on, words on which the hypotheses of the last moments agree are committed (a
   ``final``, append-only) and the rest is the ``partial`` tail;
@@ -61,6 +62,15 @@ class StreamConfig:
     first_commit_audio: float = 1.5  # an utterance's first words wait for this much audio (more context)
     max_window: float = 24.0  # longer uncommitted speech forces a commit (the model sees at most 30 s)
     trim_after: float = 12.0  # committed audio kept in the window before it moves to the prompt
+    # An utterance's window begins with the earlier utterances that ended at most ``carry_gap`` seconds
+    # before it and began at most ``carry_seconds`` before it, their committed words forced as the
+    # prefix: tiny.en hears a sentence better after the speech before it (as offline, where a 30 s window
+    # holds several), not only its text as the prompt. A decode that hears under
+    # ``carry_min_words_per_second`` of the utterance's own voiced audio (once a second of it is voiced),
+    # or loops, after carried words is taken to be misled by them: it is done again without them.
+    carry_gap: float = 2.0  # 0: every utterance is decoded alone
+    carry_seconds: float = 12.0
+    carry_min_words_per_second: float = 0.6
     vad_aggressiveness: int = 2
     pre_roll_ms: int = 250
     hangover_ms: int = 500
@@ -123,6 +133,12 @@ _job_ids = itertools.count()
 
 
 @dataclass(frozen=True)
+class Carried:
+    start: int  # absolute sample where the utterance's window began
+    words: tuple[Word, ...]  # its committed words
+
+
+@dataclass(frozen=True)
 class Hypothesis:
     end: float  # seconds of stream audio the decode heard
     words: tuple[Word, ...]  # its words after the committed ones
@@ -141,6 +157,11 @@ class StreamSession:
         self._segments: deque[list[int | None]] = deque()  # [start, end or None] of speech, oldest first
         self._window_start: int | None = None
         self._committed: list[Word] = []  # committed words of the current window (its forced prefix)
+        # Earlier utterances the window begins with (their words lead ``_committed``); between utterances,
+        # the last ones, waiting for the next speech; ``_carry_end``: the sample where they ended.
+        self._carry: list[Carried] = []
+        self._carry_end = 0
+        self._own_start = 0  # the sample where the current utterance's own audio begins in the window
         self._history: deque[Hypothesis] = deque(maxlen=16)  # this utterance's recent hypotheses, newest last
         self._openings: set[str] = set()  # first words the utterance's hypotheses began with, until a commit
         self._last_job_end = 0
@@ -188,7 +209,7 @@ class StreamSession:
         if isinstance(event, SpeechStart):
             self._segments.append([max(event.sample, self.ring.start, self._cut), None])
             if self._window_start is None:
-                self._start_window()
+                self._open_window()
         elif self._segments and self._segments[-1][1] is None:
             self._segments[-1][1] = max(event.sample, self._segments[-1][0] or 0)
 
@@ -196,6 +217,8 @@ class StreamSession:
         """Commit everything heard so far as soon as it is decoded (speech going on continues after). The
         cut is hard: speech heard later does not reach back across it (with the VAD's pre-roll)."""
         self._cut = self.ring.end
+        if self._window_start is None:
+            self._release_carry()
         if self._segments and self._segments[-1][1] is None:
             self._segments[-1][1] = self.ring.end
             if self.vad.in_speech:
@@ -209,15 +232,73 @@ class StreamSession:
             events.append(boundary)
         return events
 
-    def _start_window(self) -> None:
-        """The oldest speech segment begins a window."""
-        self._window_start = self._segments[0][0]
+    @property
+    def _carried(self) -> int:
+        """How many leading words of the window's committed words are earlier utterances'."""
+        return sum(len(c.words) for c in self._carry) if self._window_start is not None else 0
+
+    def _open_window(self) -> None:
+        """The oldest speech segment begins a window, after the earlier utterances it may carry."""
+        start = self._segments[0][0]
+        assert start is not None
+        config = self.config
+        gap_ok = start - self._carry_end <= config.carry_gap * SAMPLE_RATE
+        earliest = max(start - config.carry_seconds * SAMPLE_RATE, self._cut, self.ring.start)
+        keep = [c for c in self._carry if gap_ok and c.start >= earliest]  # a suffix: starts increase
+        self._release_carry(len(self._carry) - len(keep))
+        self._carry = keep
+        self._window_start = keep[0].start if keep else start
+        self._own_start = start
+        self._committed = [w for c in keep for w in c.words]
+
+    def _release_carry(self, n: int | None = None) -> None:
+        """The first ``n`` (default all) carried utterances leave the window: their words become prompt."""
+        n = len(self._carry) if n is None else n
+        for c in self._carry[:n]:
+            self._context.extend(t for w in c.words for t in w.tokens)
+        del self._carry[:n]
+
+    def _uncarry_oldest(self) -> None:
+        """The oldest carried utterance leaves the window."""
+        del self._committed[: len(self._carry[0].words)]
+        self._release_carry(1)
+        self._window_start = self._carry[0].start if self._carry else self._own_start
+
+    def _drop_carry(self) -> None:
+        """The utterance is decoded alone from now on: the carried words are prompt again."""
+        carried = self._carried
+        self._release_carry()
+        del self._committed[:carried]
+        self._window_start = self._own_start
+        self._last_job_end = self._own_start  # the same audio is due again at once
+        self._history.clear()
+        self._attempts.clear()
+
+    def _misled_by_carry(self, job: WindowJob, result: DecodingResult, loop_at: int | None) -> bool:
+        voiced = self.vad.voiced_seconds(self._own_start, job.end)
+        heard = len(self._committed) - self._carried + len(self._new_words(job, result, loop_at))
+        return voiced >= 1.0 and heard < self.config.carry_min_words_per_second * voiced
+
+    def _restart_after_committed(self) -> None:
+        """The window begins where the committed words end, which become prompt."""
+        carried = self._carried
+        self._release_carry()
+        self._context.extend(t for w in self._committed[carried:] for t in w.tokens)
+        self._committed.clear()
+        self._window_start = self._own_start = max(self._own_start, int(self._last_end * SAMPLE_RATE))
+        self._history.clear()
+        self._attempts.clear()
 
     def _trim(self) -> None:
+        idle = self._window_start is None
+        if idle and self._carry and self.ring.end - self._carry_end > self.config.carry_gap * SAMPLE_RATE:
+            self._release_carry()  # the pause is too long to carry them into the next utterance
         if self._window_start is not None:
             keep = self._window_start
         elif self._segments:
             keep = self._segments[0][0] or 0
+        elif self._carry:
+            keep = self._carry[0].start
         else:  # idle: keep enough for the VAD's pre-roll
             keep = self.ring.end - SAMPLE_RATE
         self.ring.trim(min(max(self.ring.start, keep), self.ring.end))
@@ -235,6 +316,9 @@ class StreamSession:
         self._window_start = start
         final = seg_end is not None
         end = seg_end if seg_end is not None else self.ring.end
+        if self._carried and end - start > config.max_window * SAMPLE_RATE:  # no room for the carried words
+            self._drop_carry()
+            start = self._own_start
         if not final:
             if len(self._segments) > 1:  # cannot happen: only the newest segment is open
                 return None
@@ -292,6 +376,10 @@ class StreamSession:
             or result.compression_ratio > config.compression_ratio_threshold
             or result.avg_logprob < config.logprob_threshold
         )
+        misled = self._carried and not silent and (loop_at is not None or self._misled_by_carry(job, result, loop_at))
+        if misled:
+            self._drop_carry()
+            return []  # decode again without the carried words
         if loop_at is not None:
             self._context.clear()  # a loop is often primed by the prompt
         if job.final:
@@ -366,14 +454,19 @@ class StreamSession:
         events = self._commit([w for w in words if self._over_speech(w)], closes=True)
         events += self._show(())
         events.append(UtteranceEnd(job.end / SAMPLE_RATE))
-        self._context.extend(t for w in self._committed for t in w.tokens)
+        own = tuple(self._committed[self._carried :])
+        if own:  # the utterance waits to be carried into the next one's window
+            self._carry.append(Carried(self._own_start, own))
+        self._carry_end = job.end
+        if self.config.carry_gap <= 0:
+            self._release_carry()
         self._committed.clear()
         self._history.clear()
         self._openings.clear()
         self._segments.popleft()
         self._window_start = None
         if self._segments:
-            self._start_window()
+            self._open_window()
         self._last_job_end = job.end
         return events
 
@@ -391,9 +484,10 @@ class StreamSession:
                 break
             for i in range(agreed):
                 spans[i] = audio_end - h.end
-        if words and not self._committed:
+        fresh = len(self._committed) == self._carried  # nothing of this utterance's own is committed
+        if words and fresh:
             self._openings.add(word_key(words[0].word))
-        contested = not self._committed and len(self._openings) > 1
+        contested = fresh and len(self._openings) > 1
         unlikely = config.cold_span if contested else config.unlikely_span
         n = 0
         for w, span in zip(words, spans, strict=True):
@@ -408,13 +502,12 @@ class StreamSession:
     def _commit_agreed(self, job: WindowJob, words: list[Word]) -> list[Event]:
         config = self.config
         n = self._settled(job, words)
-        window_start = self._window_start if self._window_start is not None else job.start
-        forced = job.end - window_start > config.max_window * SAMPLE_RATE
+        forced = job.end - self._own_start > config.max_window * SAMPLE_RATE
         if forced:  # too long uncommitted: commit all but the words of the last second
             limit = job.end / SAMPLE_RATE - 1.0
             n = max(n, sum(1 for w in words if w.end <= limit))
-        fresh = not self._committed  # nothing committed yet in this utterance
-        if fresh and job.end - window_start < config.first_commit_audio * SAMPLE_RATE:
+        fresh = len(self._committed) == self._carried  # nothing of this utterance's own committed yet
+        if fresh and job.end - self._own_start < config.first_commit_audio * SAMPLE_RATE:
             n = 0
         margin_end = job.end / SAMPLE_RATE - config.commit_margin
         while n > 0 and words[n - 1].end > margin_end:
@@ -433,12 +526,14 @@ class StreamSession:
         self._forget_old_hypotheses(job.end / SAMPLE_RATE)
         events += self._show(tail)
         if forced and not committed:  # the model hears no words in a long window: let its older part go
-            self._window_start = max(window_start, job.end - SAMPLE_RATE)
+            self._window_start = self._own_start = max(self._own_start, job.end - SAMPLE_RATE)
             self._history.clear()
-        if self._committed and self._committed[-1].end - window_start / SAMPLE_RATE > config.trim_after:
-            self._context.extend(t for w in self._committed for t in w.tokens)
-            self._window_start = max(window_start, int(self._committed[-1].end * SAMPLE_RATE))
-            self._committed.clear()
+        # Too much committed audio in the window: carried utterances leave first (a cut at an utterance's
+        # start), then the window begins after the last committed word.
+        while self._carry and self._committed[-1].end - self._carry[0].start / SAMPLE_RATE > config.trim_after:
+            self._uncarry_oldest()
+        if self._committed and self._committed[-1].end - self._own_start / SAMPLE_RATE > config.trim_after:
+            self._restart_after_committed()
         return events
 
     def _rebase_history(self, committed: Sequence[Word]) -> None:

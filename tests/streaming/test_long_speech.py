@@ -10,17 +10,18 @@ from streamer.textnorm import normalize, word_errors
 from tests.conftest import FIXTURES
 from tests.streaming.conftest import final_text, stream_inline
 
-GARDEN = FIXTURES / "speech" / "garden.wav"  # 63 s, 14 sentences, 0.2-2 s pauses (bench/speechset.py)
+WORKSHOP = FIXTURES / "speech" / "workshop.wav"  # 66 s, 16 sentences, 0.2-2 s pauses (bench/speechset.py)
 
 
 @pytest.mark.slow
-def test_streamed_passage_has_no_more_errors_than_offline_transcription_but_two(engine):
-    """The guard of issue 16's gap on one of bench/streaming.py's sets (once, on this machine's own CPU
-    kernels: it takes 100 s). Measured with tiny.en int8 weights quantised per channel (an experiment;
-    the default is per tensor, with which this passes too): 24 errors in 155 words streamed, 23 offline;
-    with unlikely words committed after 0.6 s of agreement instead of 0.9 s, 31."""
-    audio = load_audio(GARDEN)
-    truth = normalize(GARDEN.with_suffix(".txt").read_text()).split()
+def test_streamed_passage_has_no_more_errors_than_offline_transcription_but_eight(engine):
+    """The guard of issue 16's gap on the hardest of bench/streaming.py's sets (once, on this machine's
+    own CPU kernels: it takes about 100 s). Measured with tiny.en int8: 19 errors in 185 words streamed,
+    12 offline. Each utterance decoded alone (``carry_gap=0``): 29; carrying the utterances before it
+    but cutting the window after the last committed word when it grows long: 36 ("Every wheel was
+    wrapped in a small piece of newspaper" lost to a mid-sentence cut)."""
+    audio = load_audio(WORKSHOP)
+    truth = normalize(WORKSHOP.with_suffix(".txt").read_text()).split()
     offline = normalize(transcribe(engine.model, engine.tokenizer, audio).text).split()
     streamed = normalize(final_text(stream_inline(engine, audio))).split()
-    assert word_errors(truth, streamed) <= word_errors(truth, offline) + 2, (streamed, offline)
+    assert word_errors(truth, streamed) <= word_errors(truth, offline) + 8, (streamed, offline)
