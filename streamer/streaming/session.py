@@ -279,16 +279,6 @@ class StreamSession:
         heard = len(self._committed) - self._carried + len(self._new_words(job, result, loop_at))
         return voiced >= 1.0 and heard < self.config.carry_min_words_per_second * voiced
 
-    def _restart_after_committed(self) -> None:
-        """The window begins where the committed words end, which become prompt."""
-        carried = self._carried
-        self._release_carry()
-        self._context.extend(t for w in self._committed[carried:] for t in w.tokens)
-        self._committed.clear()
-        self._window_start = self._own_start = max(self._own_start, int(self._last_end * SAMPLE_RATE))
-        self._history.clear()
-        self._attempts.clear()
-
     def _trim(self) -> None:
         idle = self._window_start is None
         if idle and self._carry and self.ring.end - self._carry_end > self.config.carry_gap * SAMPLE_RATE:
@@ -533,7 +523,10 @@ class StreamSession:
         while self._carry and self._committed[-1].end - self._carry[0].start / SAMPLE_RATE > config.trim_after:
             self._uncarry_oldest()
         if self._committed and self._committed[-1].end - self._own_start / SAMPLE_RATE > config.trim_after:
-            self._restart_after_committed()
+            self._context.extend(t for w in self._committed for t in w.tokens)  # no carried words are left
+            self._committed.clear()
+            self._window_start = self._own_start = max(self._own_start, int(self._last_end * SAMPLE_RATE))
+            self._history.clear()
         return events
 
     def _rebase_history(self, committed: Sequence[Word]) -> None:
