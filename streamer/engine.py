@@ -15,9 +15,16 @@ import torch
 from torch import Tensor, nn
 
 from streamer.decoding.alignment import AlignRow, WordTiming, align
-from streamer.decoding.decode import DecodingOptions as _Defaults
-from streamer.decoding.decode import DecodingResult, compression_ratio, initial_tokens, suppress_list
-from streamer.decoding.greedy import RowRequest, decode_rows
+from streamer.decoding.decode import (
+    DecodingOptions,
+    DecodingResult,
+    beam_search,
+    best_hypothesis,
+    compression_ratio,
+    initial_tokens,
+    suppress_list,
+)
+from streamer.decoding.greedy import RowRequest, RowResult, decode_rows
 from streamer.decoding.rules import LogitRules
 from streamer.decoding.step import BUCKETS, StepGraphs
 from streamer.errors import StreamerError
@@ -43,6 +50,12 @@ class Request:
     align_from: int | None = None  # ... or only the decoded words, over mel frames from this one on
     n_frames: int | None = None  # mel frames of real audio in the window (default: all of it)
     draft: tuple[int, ...] = ()  # text expected after the prefix (greedy, no timestamps): checked in one pass
+    beam_size: int | None = None  # beam search (at temperature 0), in a batch of its own
+
+    @property
+    def beams(self) -> int:
+        """Cache rows the request decodes in: its beams, or 1."""
+        return (self.beam_size or 1) if self.temperature == 0 else 1
 
 
 def quantize_int8(loaded: LoadedModel) -> None:
@@ -96,10 +109,10 @@ class Engine:
         self.loaded = loaded
         self.model = model
         self.tokenizer = loaded.tokenizer
-        self.max_batch = max_batch
+        self.max_batch = max_batch  # cache rows: the most rows decoded together, and the widest beam
         self.cache: KVCache = model.decoder.new_cache(max_batch)
         self.rules = LogitRules(
-            self.tokenizer, model.dims.n_vocab, model.device, suppress_list(self.tokenizer, _Defaults())
+            self.tokenizer, model.dims.n_vocab, model.device, suppress_list(self.tokenizer, DecodingOptions())
         )
         on_gpu = model.device.type == "cuda"
         if step == "graph" and not on_gpu:
@@ -167,6 +180,16 @@ class Engine:
             return longest
         return min(self.model.dims.n_audio_ctx, -(-longest // AUDIO_BUCKET) * AUDIO_BUCKET)
 
+    def _beam_search(self, row: RowRequest, slots: KVCache, beams: int) -> RowResult:
+        """One window's beam search in ``beams`` rows of ``slots`` (which hear the window): the best
+        finished hypothesis, scored by its mean log-probability as Whisper does."""
+        options = DecodingOptions(without_timestamps=not row.timestamps)
+        candidates = beam_search(
+            self.model, self.tokenizer, slots, self.rules, list(row.tokens), options, 1, beams, row.sample_len
+        )[0]
+        tokens, sum_logprob = best_hypothesis(candidates)
+        return RowResult(tokens, sum_logprob, candidates[1])
+
     @torch.inference_mode()
     def decode(self, requests: list[Request]) -> list[DecodingResult]:
         """Decode independent requests in batches of the pool's slots; results in request order. Requests
@@ -179,14 +202,16 @@ class Engine:
         return [r for r in results if r is not None]
 
     def _chunks(self, requests: list[Request]) -> list[list[int]]:
-        """Requests in batches of at most ``max_batch``, longest audio first. Eagerly (the CPU), where every
-        padded audio position costs its share, a request starts a new batch when it has under half the
-        audio of the batch's longest; fixed-shape steps pay for the padding anyway."""
+        """Requests in batches of at most ``max_batch``, longest audio first; a beam search alone. Eagerly
+        (the CPU), where every padded audio position costs its share, a request starts a new batch when
+        it has under half the audio of the batch's longest; fixed-shape steps pay for the padding anyway."""
         order = sorted(range(len(requests)), key=lambda i: -requests[i].audio_features.shape[0])
-        chunks: list[list[int]] = []
+        chunks: list[list[int]] = [[i] for i in order if requests[i].beams > 1]
         for i in order:
+            if requests[i].beams > 1:
+                continue
             length = requests[i].audio_features.shape[0]
-            if chunks and len(chunks[-1]) < self.max_batch and (
+            if chunks and requests[chunks[-1][0]].beams == 1 and len(chunks[-1]) < self.max_batch and (
                 self.graphs is not None or 2 * length >= requests[chunks[-1][0]].audio_features.shape[0]
             ):
                 chunks[-1].append(i)
@@ -204,7 +229,11 @@ class Engine:
             features[i, : lengths[i]] = r.audio_features
         self.model.decoder.set_audio(features, slots, lengths=torch.tensor(lengths))
         rows = [self._row(r) for r in requests]
-        found = decode_rows(self.model, slots, rows, self.rules, self.tokenizer.no_speech, self.graphs)
+        beams = min(requests[0].beams, self.max_batch) if k == 1 else 1
+        if beams > 1:  # the beams' rows all hear the window in row 0
+            found = [self._beam_search(rows[0], self.cache.view(0, beams, n_audio).hearing(1), beams)]
+        else:
+            found = decode_rows(self.model, slots, rows, self.rules, self.tokenizer.no_speech, self.graphs)
         words: list[list[WordTiming] | None] = [None] * k
         wanted = [i for i, r in enumerate(requests) if r.word_timestamps]
         if wanted:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -21,7 +22,10 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_transcribe_prints_text() -> None:
     proc = run_cli("transcribe", str(FIXTURES / "sense_and_sensibility_01_austen_64kb-0890.wav"))
     assert proc.returncode == 0, proc.stderr
-    assert normalize(proc.stdout) == "unless to be rather cold hearted and rather selfish is to be ill disposed"
+    # "cold-hearted" comes as one word or two, depending on the CPU's kernels
+    assert normalize(proc.stdout).replace("cold hearted", "coldhearted") == (
+        "unless to be rather coldhearted and rather selfish is to be ill disposed"
+    )
     assert proc.stderr == ""
 
 
@@ -65,6 +69,7 @@ def test_bad_options_exit_2(args: list[str], message: str, capsys: pytest.Captur
     ("args", "message"),
     [
         (["--beam-size", "0"], "argument --beam-size: expected a positive whole number, got '0'"),
+        (["--final-beam-size", "0"], "argument --final-beam-size: expected a positive whole number, got '0'"),
         (["--format", "docx"], "argument --format: invalid choice: 'docx'"),
         (["--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
     ],
@@ -129,3 +134,14 @@ def test_progress_bar_for_audio_over_a_minute(tmp_path: Path, capsys: pytest.Cap
     assert main(["transcribe", str(path), "--progress"]) == 0
     err = capsys.readouterr().err
     assert "long.wav [" in err and "100%" in err and "62.0/62.0 s" in err
+
+
+@pytest.mark.parametrize(
+    ("device", "value", "beams"),
+    [("cpu", None, 5), ("cpu", 1, None), ("cpu", 3, 3), ("cuda", None, None), ("cuda", 3, 3)],
+)
+def test_final_beam_size_sets_the_beams_of_final_decodes(device: str, value: int | None, beams: int | None) -> None:
+    from streamer.cli.common import stream_config
+
+    args = argparse.Namespace(encoder_pad=None, final_beam_size=value, compute_device=device)
+    assert stream_config(args).final_beam_size == beams

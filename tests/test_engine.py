@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -137,3 +139,36 @@ def test_windows_of_different_lengths_decode_together_as_they_do_alone(engine):
         alone = engine.decode([request])[0]
         assert result.tokens == alone.tokens
         assert [(w.start, w.end) for w in result.words] == [(w.start, w.end) for w in alone.words]
+
+
+def beam_single(engine: Engine, request: Request, beam_size: int) -> list[int]:
+    """decode_features' beam search of one window on the same features and options."""
+    options = DecodingOptions(
+        language=request.language, prompt=request.prompt, prefix=request.prefix, beam_size=beam_size,
+        without_timestamps=not request.timestamps, sample_len=request.sample_len,
+    )
+    return decode_features(engine.model, engine.tokenizer, request.audio_features[None], options)[0].tokens
+
+
+@pytest.mark.accuracy
+def test_a_beam_request_is_decoded_as_a_single_window_beam_search_beside_greedy_ones(engine: Engine) -> None:
+    greedy = mixed_requests(engine)[:2]
+    beam = Request(features(engine, CLIPS[2]), prefix=tuple(engine.tokenizer.encode(" He was")), timestamps=False,
+                   beam_size=3, word_timestamps=True)
+    results = engine.decode([greedy[0], beam, greedy[1]])
+    assert results[1].tokens == beam_single(engine, beam, 3)
+    assert [results[0].tokens, results[2].tokens] == [single(engine, r) for r in greedy]
+    words = results[1].words or []
+    assert "".join(w.word for w in words) == " He was" + engine.tokenizer.decode(results[1].tokens)
+    assert all(a.end <= b.start + 1e-6 for a, b in zip(words, words[1:], strict=False))
+
+
+def test_a_beam_wider_than_the_pool_searches_as_many_beams_as_the_pool_has_rows(engine: Engine) -> None:
+    request = Request(features(engine, CLIPS[1]), timestamps=False, beam_size=engine.max_batch + 3)
+    assert engine.decode([request])[0].tokens == beam_single(engine, request, engine.max_batch)
+
+
+def test_a_beam_request_above_temperature_zero_samples_one_row(engine: Engine) -> None:
+    request = Request(features(engine, CLIPS[1]), timestamps=False, beam_size=3, temperature=0.5)
+    assert request.beams == 1
+    assert engine.decode([request, replace(request, beam_size=None)])[0].temperature == 0.5

@@ -108,6 +108,9 @@ def add_stream_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encoder-pad", type=positive_float, default=None, metavar="SECONDS",
                    help="encode the windows of ongoing speech padded by this much silence instead of to 30 s "
                    "(cheaper on a CPU; tiny.en hears some rare words differently in short windows)")
+    p.add_argument("--final-beam-size", type=positive_int, default=None, metavar="N",
+                   help="beams of an utterance's final decode, which commits its remaining words (default "
+                   "5 on the CPU; 1, greedy, on a GPU, where finals share the other streams' batched decode)")
 
 
 def stream_config(args: argparse.Namespace, **fields: Any) -> StreamConfig:
@@ -116,6 +119,11 @@ def stream_config(args: argparse.Namespace, **fields: Any) -> StreamConfig:
 
     if args.encoder_pad is not None:
         fields.setdefault("encoder_pad", args.encoder_pad)
+    beams = args.final_beam_size
+    if beams is None and getattr(args, "compute_device", "cpu") != "cpu":
+        beams = 1  # a beam search runs alone and eagerly: on a GPU it would hold up the batched graph steps
+    if beams is not None:
+        fields.setdefault("final_beam_size", beams if beams > 1 else None)
     return StreamConfig(**fields)
 
 

@@ -163,10 +163,10 @@ def _decode_batch(
         tokenizer, model.dims.n_vocab, device, suppress_list(tokenizer, options), options.suppress_blank,
         max_initial_timestamp=options.max_initial_timestamp,
     )
-    cache = model.decoder.new_cache(rows, audio_features.shape[1])
-    model.decoder.set_audio(audio_features.repeat_interleave(n_group, dim=0), cache)
+    cache = model.decoder.new_cache(rows, audio_features.shape[1], windows=n_audio)  # a window per group of rows
+    model.decoder.set_audio(audio_features, cache)
     if beam:
-        candidates = _beam_search(model, tokenizer, cache, rules, initial, options, n_audio, n_group, sample_len)
+        candidates = beam_search(model, tokenizer, cache, rules, initial, options, n_audio, n_group, sample_len)
     else:
         request = RowRequest(
             tokens=tuple(initial), sot_index=initial.index(tokenizer.sot), temperature=options.temperature,
@@ -178,10 +178,7 @@ def _decode_batch(
 
     results = []
     for a in range(n_audio):
-        scored = [
-            (lp / _length_penalty(len(toks), options.length_penalty), toks, lp) for toks, lp in candidates[a][0]
-        ]
-        _, tokens, sum_lp = max(scored, key=lambda s: s[0])
+        tokens, sum_lp = best_hypothesis(candidates[a], options.length_penalty)
         text = tokenizer.decode(tokens).strip()
         results.append(
             DecodingResult(
@@ -200,10 +197,22 @@ def _decode_batch(
 Candidates = tuple[list[tuple[list[int], float]], float]  # (tokens, sum of log-probs) per hypothesis; no-speech
 
 
-def _beam_search(
+def best_hypothesis(candidates: Candidates, length_penalty: float | None = None) -> tuple[list[int], float]:
+    """The candidate with the best length-normalised score: its tokens and sum of log-probabilities."""
+    _, tokens, sum_lp = max(
+        ((lp / _length_penalty(len(toks), length_penalty), toks, lp) for toks, lp in candidates[0]),
+        key=lambda s: s[0],
+    )
+    return tokens, sum_lp
+
+
+def beam_search(
     model: Whisper, tokenizer: Tokenizer, cache: KVCache, rules: LogitRules, initial: list[int],
     options: DecodingOptions, n_audio: int, beam_size: int, sample_len: int,
 ) -> list[Candidates]:
+    """Beam search from ``initial`` over ``n_audio`` windows in cache rows 0..n_audio * beam_size - 1
+    (each window's ``beam_size`` rows consecutive, their cross-attention K/V already set); per window,
+    the finished hypotheses and the no-speech probability."""
     device = cache.self_k.device
     n_ctx = model.dims.n_text_ctx
     rows = n_audio * beam_size
@@ -221,7 +230,7 @@ def _beam_search(
     for _ in range(sample_len):
         logprobs = torch.log_softmax(rules.apply(logits, state), dim=-1)
         next_tokens, source, done = searcher.step(seqs, logprobs)
-        cache.reorder(source)
+        cache.reorder(source, seqs.length)  # within a window's rows: the cross-attention K/V stay
         state.reorder(source)
         seqs.reorder(source)
         seqs.append(next_tokens)

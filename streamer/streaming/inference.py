@@ -52,7 +52,7 @@ def run_windows(engine: Engine, jobs: Sequence[WindowJob]) -> list[DecodingResul
             _ready(features[i]), prompt=job.prompt, prefix=job.prefix, language=languages[i] or "en", task=job.task,
             temperature=job.temperature, timestamps=False, sample_len=job.sample_len, word_timestamps=True,
             n_frames=min(N_FRAMES, -(-len(job.audio) // HOP_LENGTH)), draft=job.draft,
-            align_from=round(job.align_from * SAMPLE_RATE / HOP_LENGTH),
+            align_from=round(job.align_from * SAMPLE_RATE / HOP_LENGTH), beam_size=job.beam_size,
         )
         for i, job in enumerate(jobs)
     ]

@@ -52,11 +52,13 @@ class StreamConfig:
     # different words (its first words, heard without context, are where tiny.en wavers most: "I'll",
     # "I'd like", "Unless"). On bench/streaming.py's four sets (558 words, inline, int8 per channel) a span
     # of 0.9 s rather than 0.6 s cuts the streamed errors from 94 to 87 words (offline: 79), for later
-    # commits (median word 0.3 s later at 1x on a slow day). Spans, not counts, so that a stream decoded
-    # less often under load commits on the same evidence.
+    # commits (median word 0.3 s later at 1x on a slow day); on its five sets (579 words, offline 60
+    # errors) a cold span of 2.0 s rather than 1.2 s cuts them from 67 to 57 (harbor's openings; 0890's
+    # "Unless", heard as "I'd like" from 1.8 to 3.3 s of audio, then as "Unless" again). Spans, not
+    # counts, so that a stream decoded less often under load commits on the same evidence.
     agree_span: float = 0.25
     unlikely_span: float = 0.9
-    cold_span: float = 1.2
+    cold_span: float = 2.0
     commit_probability: float = 0.6
     commit_margin: float = 0.3  # ... and that end at least this long before the audio decoded
     first_commit_audio: float = 1.5  # an utterance's first words wait for this much audio (more context)
@@ -73,7 +75,10 @@ class StreamConfig:
     carry_min_words_per_second: float = 0.6
     vad_aggressiveness: int = 2
     pre_roll_ms: int = 250
-    hangover_ms: int = 500
+    # An utterance ends after 300 ms without voice: its last words are committed 0.2 s sooner than
+    # after 500 ms, and the pauses it then ends at are bridged by the carry (bench/streaming.py inline:
+    # 59 streamed errors against 67 with 500 ms, offline 60, of 579 words).
+    hangover_ms: int = 300
     condition_on_previous_text: bool = True
     prompt_tokens: int = 96
     initial_prompt: tuple[int, ...] = ()
@@ -81,6 +86,11 @@ class StreamConfig:
     logprob_threshold: float = -1.0
     compression_ratio_threshold: float = 2.4
     fallback_temperatures: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)
+    # An utterance's final decode (at temperature 0), which commits the words the partial decodes have
+    # not agreed on, searches this many beams (None: greedy). bench/streaming.py inline (5 sets, 579
+    # words, int8): 79 streamed errors greedy, 73 with 3 beams, 67 with 5 (offline greedy: 60), for
+    # ~1.3-1.8x the final decode's time (bench/final_decode.py).
+    final_beam_size: int | None = 5
     max_tokens_per_second: float = 8.0
     min_word_probability: float = 0.1  # a hypothesis whose every word is less likely is noise
     # AlignAtt: a word this likely, which the alignment heads place this long before the end of the
@@ -123,6 +133,7 @@ class WindowJob:
     encoder_seconds: float = 30.0  # the encoder may see the audio padded to this much only (audio_ctx)
     draft: tuple[int, ...] = ()  # the tokens the last hypothesis had after the prefix (a decoding draft)
     align_from: float = 0.0  # seconds into the window where the committed words end (new words come after)
+    beam_size: int | None = None  # beam search rather than greedy decoding (at temperature 0)
 
     @property
     def end(self) -> int:
@@ -335,6 +346,7 @@ class StreamSession:
             language=self.language, task=config.task, temperature=temperature, sample_len=sample_len, final=final,
             encoder_seconds=config.encoder_seconds(seconds, final), draft=draft,
             align_from=max(0.0, self._last_end - start / SAMPLE_RATE),
+            beam_size=config.final_beam_size if final and temperature == 0 else None,
         )
         self._in_flight = job
         self._last_job_end = end

@@ -61,9 +61,9 @@ def test_an_unlikely_first_word_of_an_utterance_that_hypotheses_disagreed_on_wai
     session = StreamSession(CONFIG)
     decode_at(session, 1.2, hypothesis(("I'll", 0.2, 0.6, 0.3)))
     words = (("unless", 0.2, 0.6, 0.15), ("to", 0.7, 0.8, 0.9))
-    for t in (1.5, 1.8, 2.1, 2.4):
-        assert decode_at(session, t, hypothesis(*words)) == []  # over 0.9 s at most
-    finals = decode_at(session, 2.7, hypothesis(*words))  # over 1.2 s (cold_span)
+    for t in (1.5, 1.8, 2.1, 2.4, 2.7, 3.0, 3.3):
+        assert decode_at(session, t, hypothesis(*words)) == []  # over 1.8 s at most
+    finals = decode_at(session, 3.6, hypothesis(*words))  # over 2.1 s (cold_span 2.0)
     assert [w.word for f in finals for w in f.words] == [" unless", " to"]
 
 
@@ -86,9 +86,9 @@ def test_an_unlikely_first_word_that_a_later_hypothesis_hears_otherwise_is_not_c
     later = (("unless", 0.2, 0.6, 0.15), ("to", 0.7, 0.8, 0.9), ("be", 0.8, 1.0, 0.97))
     for t in (2.1, 2.4, 2.7, 3.0):
         assert decode_at(session, t, hypothesis(*early)) == []
-    for t in (3.3, 3.6, 3.9, 4.2):
+    for t in (3.3, 3.6, 3.9, 4.2, 4.5, 4.8, 5.1):
         assert decode_at(session, t, hypothesis(*later)) == []
-    finals = decode_at(session, 4.5, hypothesis(*later))
+    finals = decode_at(session, 5.4, hypothesis(*later))  # held for 2.1 s (cold_span 2.0)
     assert [w.word for f in finals for w in f.words] == [" unless", " to", " be"]
 
 

@@ -78,7 +78,9 @@ def test_concurrent_streams_each_get_their_own_text(engine):
     texts = [normalize(final_text(g)) for g in got]
     assert "dashwood" in texts[0] and "spades" not in texts[0]
     assert "spades" in texts[1] and "hearts" in texts[1]
-    assert "ill disposed" in texts[2] and "dashwood" not in texts[2]
+    # "he was not an ill disposed young man": "ill disposed" is a knife-edge word for tiny.en (heard as
+    # "old sposed" when the decodes fall differently), so the clip is known by its plain words
+    assert "he was not" in texts[2] and "young man" in texts[2] and "dashwood" not in texts[2]
     assert scheduler.stats.jobs > scheduler.stats.batches  # windows of different streams were batched
 
 

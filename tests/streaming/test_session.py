@@ -165,3 +165,36 @@ def test_loops_are_cut_and_the_prompt_reset(engine):
     assert list(session._context) == []
     final_words = [w for e in events if isinstance(e, Final | Partial) for w in e.words]
     assert sum(len(w.tokens) for w in final_words) <= len(result.tokens)
+
+
+def jobs_of_one_utterance(engine, config: StreamConfig, doubtful_final: bool = False) -> list:
+    """Every job of SENSE[0] followed by silence, each run through the engine; with ``doubtful_final`` the
+    first final decode is made to look improbable (a real result, its log-probability lowered)."""
+    session = StreamSession(config)
+    audio = joined(SENSE[:1], gap=1.0)
+    jobs = []
+    for i in range(0, len(audio), 1600):
+        session.feed(audio[i : i + 1600])
+        while (job := session.next_job()) is not None:
+            jobs.append(job)
+            result = run_windows(engine, [job])[0]
+            if job.final and doubtful_final and sum(j.final for j in jobs) == 1:
+                result = result.__class__(**{**result.__dict__, "avg_logprob": -3.0})
+            session.complete(job, result)
+    return jobs
+
+
+def test_the_final_decode_of_an_utterance_searches_beams_and_the_others_are_greedy(engine):
+    jobs = jobs_of_one_utterance(engine, StreamConfig(final_beam_size=4))
+    assert [j.beam_size for j in jobs if j.final] == [4]
+    assert {j.beam_size for j in jobs if not j.final} == {None}
+
+
+def test_a_fallback_final_decode_samples_instead_of_searching_beams(engine):
+    jobs = jobs_of_one_utterance(engine, StreamConfig(final_beam_size=4), doubtful_final=True)
+    finals = [j for j in jobs if j.final]
+    assert [(j.temperature, j.beam_size) for j in finals[:2]] == [(0.0, 4), (0.2, None)]
+
+
+def test_without_final_beams_every_decode_is_greedy(engine):
+    assert {j.beam_size for j in jobs_of_one_utterance(engine, StreamConfig(final_beam_size=None))} == {None}
