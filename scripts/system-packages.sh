@@ -13,7 +13,8 @@ libasound2-plugins lib:asound_module_pcm_pulse  microphone tests through ALSA to
 chromium      chromium           the browser caption page (headless Chromium, fake microphone)
 xvfb          Xvfb               desktop dictation (a virtual X display)
 xdotool       xdotool            desktop dictation (typing into a window)
-haproxy       haproxy            the load-balancer test (three replicas behind HAProxy)'
+haproxy       haproxy            the load-balancer test (three replicas behind HAProxy)
+ffmpeg        ffmpeg             the OpenAI transcription endpoint reading an Ogg/Opus upload'
 missing=()
 reasons=()
 have() {

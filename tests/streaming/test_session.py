@@ -37,14 +37,14 @@ def test_finals_as_accurate_as_offline_transcription(engine, clip):
 
 
 @pytest.mark.accuracy
-def test_finals_of_clips_joined_with_silences_equal_offline_transcription(engine):
+def test_finals_of_clips_joined_with_silences_as_accurate_as_offline_transcription(engine):
     audio = joined(SENSE, gap=1.0)
-    offline = normalize(transcribe(engine.model, engine.tokenizer, audio).text)
-    streamed = normalize(final_text(run(engine, audio)))
-    # Measured: equal (and equal to the human transcripts). With 1.5 s gaps instead, the third sentence
-    # starts colder and its first word, "Unless", is committed as "I'd less": bench/streaming.py
-    # reports the WER over every fixture.
-    assert streamed == offline
+    offline = normalize(transcribe(engine.model, engine.tokenizer, audio).text).split()
+    streamed = normalize(final_text(run(engine, audio))).split()
+    # Measured: both equal to the human transcripts, but under PyTorch's default (non-vector) kernels,
+    # where offline hears "Unless" as "1 less". With 1.5 s gaps instead, the third sentence starts colder
+    # and its first word was committed as "I'd less": bench/streaming.py reports the WER over every fixture.
+    assert errors(human(SENSE), streamed) <= errors(human(SENSE), offline)
 
 
 def test_partials_come_before_the_finals_they_become(engine):
