@@ -168,7 +168,9 @@ def test_a_beam_wider_than_the_pool_searches_as_many_beams_as_the_pool_has_rows(
     assert engine.decode([request])[0].tokens == beam_single(engine, request, engine.max_batch)
 
 
-def test_a_beam_request_above_temperature_zero_samples_one_row(engine: Engine) -> None:
-    request = Request(features(engine, CLIPS[1]), timestamps=False, beam_size=3, temperature=0.5)
-    assert request.beams == 1
-    assert engine.decode([request, replace(request, beam_size=None)])[0].temperature == 0.5
+def test_a_beam_request_above_temperature_zero_samples_one_row_batched_with_others(engine: Engine) -> None:
+    hot = Request(features(engine, CLIPS[1]), timestamps=False, beam_size=3, temperature=0.5)
+    assert hot.beams == 1
+    assert engine._chunks([hot, replace(hot, beam_size=None)]) == [[0, 1]]
+    cold = replace(hot, temperature=0.0)
+    assert engine._chunks([cold, replace(cold, beam_size=None)]) == [[0], [1]]  # a beam search goes alone

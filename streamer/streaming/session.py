@@ -248,6 +248,11 @@ class StreamSession:
         """How many leading words of the window's committed words are earlier utterances'."""
         return sum(len(c.words) for c in self._carry) if self._window_start is not None else 0
 
+    @property
+    def _fresh(self) -> bool:
+        """Nothing of the current utterance's own is committed yet (carried words do not count)."""
+        return len(self._committed) == self._carried
+
     def _open_window(self) -> None:
         """The oldest speech segment begins a window, after the earlier utterances it may carry."""
         start = self._segments[0][0]
@@ -486,7 +491,7 @@ class StreamSession:
                 break
             for i in range(agreed):
                 spans[i] = audio_end - h.end
-        fresh = len(self._committed) == self._carried  # nothing of this utterance's own is committed
+        fresh = self._fresh
         if words and fresh:
             self._openings.add(word_key(words[0].word))
         contested = fresh and len(self._openings) > 1
@@ -508,8 +513,7 @@ class StreamSession:
         if forced:  # too long uncommitted: commit all but the words of the last second
             limit = job.end / SAMPLE_RATE - 1.0
             n = max(n, sum(1 for w in words if w.end <= limit))
-        fresh = len(self._committed) == self._carried  # nothing of this utterance's own committed yet
-        if fresh and job.end - self._own_start < config.first_commit_audio * SAMPLE_RATE:
+        if self._fresh and job.end - self._own_start < config.first_commit_audio * SAMPLE_RATE:
             n = 0
         margin_end = job.end / SAMPLE_RATE - config.commit_margin
         while n > 0 and words[n - 1].end > margin_end:
