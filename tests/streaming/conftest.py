@@ -41,5 +41,5 @@ def sox(tmp_path: Path, name: str, *effect: str) -> np.ndarray:
     if shutil.which("sox") is None:
         pytest.skip("sox is not installed (apt-get install sox)")
     out = tmp_path / f"{name}.wav"
-    subprocess.run(["sox", "-n", "-r", "16000", "-c", "1", "-b", "16", str(out), *effect], check=True)
+    subprocess.run(["sox", "-R", "-n", "-r", "16000", "-c", "1", "-b", "16", str(out), *effect], check=True)
     return load_audio(out)
