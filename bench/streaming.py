@@ -2,6 +2,7 @@
 
     python bench/streaming.py [--sets librivox,cards,harbor,garden,workshop] [--speed 1] [--streams 1]
     python bench/streaming.py --speed 0            # inline, as fast as the machine goes (WER only)
+    python bench/streaming.py --speed 0 --phases 0,0.05,0.1,0.15   # inline, each set at four offsets
 
 For each set (bench/speech.py; its clips joined with 1 s gaps): offline transcription of the whole set
 (``streamer.decoding.transcribe``) in float32 and in the streams' compute type (int8 by default, as
@@ -10,6 +11,13 @@ at ``--speed`` times real time, ``--streams`` copies at once. Prints per set: WE
 and of each stream's finals against the human transcript, the difference to the offline text of the same
 compute type, and (at a real-time speed) committed-word and partial latency: first seen minus the word's
 end in the audio (reference times from an offline alignment). The totals weigh every word equally.
+
+Inline, a stream's text depends on where its decodes fall: a decode 0.1 s sooner or later can commit
+other words, and every later decode moves with it, so one run of a set differs from another by several
+words for reasons that have nothing to do with a change under test (measured: harbor, workshop and garden
+inline, 53 to 67 streamed errors of 514 words over offsets of 0 and 0.1 s, the same code). ``--phases``
+streams each set after each of these lengths of silence and counts every run: compare configurations
+over several.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import statistics
 import threading
 import time
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -76,8 +85,9 @@ def live(engine: Engine, audio: np.ndarray, refs: list[RefWord], config: StreamC
     return recorders, scheduler.stats
 
 
-def inline(engine: Engine, audio: np.ndarray, config: StreamConfig) -> list[str]:
-    """The finals of one stream decoded inline (no clock): what a stream says, independent of timing."""
+def inline(engine: Engine, audio: np.ndarray, config: StreamConfig, phase: float = 0.0) -> list[str]:
+    """The finals of one stream decoded inline (no clock), after ``phase`` seconds of silence."""
+    audio = np.concatenate([np.zeros(round(phase * SAMPLE_RATE), np.float32), audio])
     t = Transcriber(engine, config)
     events = []
     for i in range(0, len(audio), SAMPLE_RATE // 10):
@@ -91,10 +101,11 @@ def main() -> None:
     parser.add_argument("--sets", default=",".join(SETS))
     parser.add_argument("--speed", type=float, default=1.0, help="times real time (0: inline, no latency figures)")
     parser.add_argument("--streams", type=int, default=1)
+    parser.add_argument("--phases", default="0", help="inline: seconds of silence before each set, one run each")
     parser.add_argument("--compute-type", default="int8")
     parser.add_argument("--config", default="", help="StreamConfig fields, e.g. 'interval=0.5,encoder_pad=4'")
     args = parser.parse_args()
-    overrides = {}
+    overrides: dict[str, Any] = {}
     for item in filter(None, args.config.split(",")):
         key, value = item.split("=")
         default = getattr(StreamConfig(), key)
@@ -128,14 +139,17 @@ def main() -> None:
             texts = [rec.finals for rec in recorders]
         else:
             recorders = []
-            texts = [inline(engine, prog.audio, config)] * args.streams
+            texts = [inline(engine, prog.audio, config, float(phase)) for phase in args.phases.split(",")]
         line = (f"{name}: {len(human)} words, offline WER {100 * off_errors / len(human):.1f}% "
                 f"({args.compute_type}; float32 {100 * f32_errors / len(human):.1f}%)")
-        for n, finals in enumerate(texts):
+        labels = [f"stream {n}" for n in range(len(texts))] if args.speed > 0 else [
+            f"phase {phase}" for phase in args.phases.split(",")
+        ]
+        for label, finals in zip(labels, texts, strict=True):
             errors = word_errors(human, normalize_words(" ".join(finals)))
             totals["streamed"] += errors
-            line += f"; stream {n} {100 * errors / len(human):.1f}% ({errors - off_errors:+d} words)"
-        totals["words"] += len(human)
+            line += f"; {label} {100 * errors / len(human):.1f}% ({errors - off_errors:+d} words)"
+        totals["words"] += len(human) * len(texts)
         totals["offline"] += off_errors * len(texts)
         totals["float32"] += f32_errors * len(texts)
         for rec in recorders:
@@ -144,7 +158,7 @@ def main() -> None:
             all_partial += [r.partial_seen - r.end for r in rec.refs if r.partial_seen is not None]
             line += f"; committed median {pct(final_lat, 50):.2f} s p90 {pct(final_lat, 90):.2f} s"
         print(line, flush=True)
-    words = totals["words"] * args.streams
+    words = totals["words"]  # every stream's (or phase's) words
     gap = 100 * (totals["streamed"] - totals["offline"]) / words
     print(f"all sets: offline WER {100 * totals['offline'] / words:.2f}% ({args.compute_type}; float32 "
           f"{100 * totals['float32'] / words:.2f}%), streamed {100 * totals['streamed'] / words:.2f}% "

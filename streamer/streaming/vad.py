@@ -109,6 +109,11 @@ class VadSegmenter:
             return [SpeechEnd(self._last_voiced_end)]
         return []
 
+    @property
+    def last_voiced_end(self) -> int:
+        """Absolute sample where the last voiced frame ended."""
+        return self._last_voiced_end
+
     def voiced_seconds(self, start: int, end: int) -> float:
         """Seconds of voiced frames between absolute samples [start, end) (within the recent history)."""
         first = max(start // self.frame, self._next // self.frame - len(self._history), 0)
@@ -119,8 +124,8 @@ class VadSegmenter:
         return float(self._history[index].sum()) * self.frame / SAMPLE_RATE
 
     def flush(self) -> list[VadEvent]:
-        """End of stream: close an open speech segment."""
+        """End of stream: close an open speech segment (at its last voiced frame if a pause had begun)."""
         if self.in_speech:
             self.in_speech = False
-            return [SpeechEnd(self._next + len(self._pending))]
+            return [SpeechEnd(self._last_voiced_end if self._silent_frames else self._next + len(self._pending))]
         return []

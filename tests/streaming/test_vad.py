@@ -56,3 +56,20 @@ def test_chunking_does_not_change_events() -> None:
 
 def test_silence_gives_no_events() -> None:
     assert run(VadSegmenter(), np.zeros(16000 * 60, dtype=np.float32), 16000) == []
+
+
+def test_a_stream_that_ends_in_a_pause_ends_its_speech_at_the_last_voiced_frame() -> None:
+    speech = load_audio(FIXTURES / CLIPS[0])
+    segmenter = VadSegmenter(hangover_ms=500)
+    events = run(segmenter, np.concatenate([speech, np.zeros(3200, np.float32)]), 1600)  # 0.2 s: no end yet
+    assert isinstance(events[-1], SpeechEnd) and events[-1].sample == segmenter.last_voiced_end
+    assert events[-1].sample < len(speech) + 3200 - 1600
+
+
+def test_a_stream_that_ends_mid_voice_ends_its_speech_at_its_end() -> None:
+    speech = load_audio(FIXTURES / CLIPS[0])[: 2 * 16000]  # its last whole frame is voiced
+    segmenter = VadSegmenter()
+    segmenter.feed(speech)
+    assert segmenter.in_speech and segmenter.last_voiced_end == 2 * 16000 - 320  # 320: short of a whole frame
+    assert segmenter.flush() == [SpeechEnd(2 * 16000)]
+
