@@ -109,11 +109,6 @@ class VadSegmenter:
             return [SpeechEnd(self._last_voiced_end)]
         return []
 
-    @property
-    def last_voiced_end(self) -> int:
-        """Absolute sample where the last voiced frame ended."""
-        return self._last_voiced_end
-
     def voiced_seconds(self, start: int, end: int) -> float:
         """Seconds of voiced frames between absolute samples [start, end) (within the recent history)."""
         first = max(start // self.frame, self._next // self.frame - len(self._history), 0)
