@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +12,7 @@ from streamer.decoding.decode import DecodingOptions, decode_features
 from streamer.engine import Engine, Request
 from streamer.errors import StreamerError
 from streamer.mel import log_mel_spectrogram, log_mel_windows
-from streamer.model.loading import load_model
+from streamer.model.loading import bundled_files, load_model
 
 from .conftest import FIXTURES, normalize
 
@@ -104,6 +106,31 @@ def test_int8_keeps_a_float16_checkpoints_token_table_in_float16() -> None:
     assert engine.model.decoder.token_embedding.weight.dtype == torch.float16
     assert engine.model.dtype == torch.float32
     assert engine.cache.self_k.dtype == engine.cache.cross_k.dtype == torch.float32
+
+
+def _resident_mib_of(path: Path) -> float:
+    """How much of this process's mappings of ``path`` is resident (its pages in our RSS)."""
+    rss_kib, inside = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            fields = line.split()
+            if "-" in fields[0] and len(fields) >= 5 and ":" in fields[3]:  # a mapping's header line
+                inside = len(fields) >= 6 and fields[5] == str(path)
+            elif inside and fields[0] == "Rss:":
+                rss_kib += int(fields[1])
+    return rss_kib / 1024
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/smaps")
+def test_int8_reads_the_float16_token_table_from_the_model_file_as_tokens_need_it() -> None:
+    """The bundled tiny.en's token table (38 MB in float16) stays a view of the mapped model file: after
+    loading, only the rows that decoding looks up are in memory."""
+    path = bundled_files("tiny.en")["model.bin"].resolve()
+    engine = Engine(load_model("tiny.en"), max_batch=1, compute_type="int8")
+    assert engine.model.decoder.token_embedding.weight.dtype == torch.float16
+    result = engine.decode([Request(features(engine, CLIPS[3]))])[0]
+    assert "spades" in normalize(result.text)
+    assert _resident_mib_of(path) < 8
 
 
 def test_int8_keeps_a_float32_checkpoints_token_table_in_float32() -> None:

@@ -10,6 +10,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import mmap
 import os
 import pickle
 import re
@@ -84,6 +85,14 @@ class Checkpoint:
     state_dict: dict[str, Tensor]
     tokenizer: Tokenizer
     alignment_heads: list[tuple[int, int]] | None
+    mapping: mmap.mmap | None = None  # the file the borrowed token table is a view of
+
+    def release_file_pages(self) -> None:
+        """Once the model is built: drop the pages of the model file that reading it touched. Only the
+        borrowed token table still points into the file, and its rows come back from the page cache as
+        tokens use them (a few MB), rather than the whole file staying in this process's RSS."""
+        if self.mapping is not None and hasattr(mmap, "MADV_DONTNEED"):
+            self.mapping.madvise(mmap.MADV_DONTNEED)
 
 
 def _sha256(path: Path) -> str:
@@ -176,15 +185,31 @@ def _alignment_heads(config: Path) -> list[tuple[int, int]] | None:
     return [(int(layer), int(head)) for layer, head in heads] if heads else None
 
 
+CT2_TOKEN_TABLE = "decoder/embeddings/weight"
+
+
 def _read_ct2(model_bin: list[Path], vocabulary: Path, config: Path) -> Checkpoint:
-    data = bytearray()
-    for part in model_bin:
-        try:
-            data += part.read_bytes()
-        except FileNotFoundError as e:
-            raise ModelFileError(f"{part}: model file not found") from e
-    dims, sd = convert_ct2(read_model_bin(data, model_bin[0]), model_bin[0])
-    return Checkpoint(dims, sd, Tokenizer(read_vocabulary(vocabulary), vocabulary), _alignment_heads(config))
+    """One file is mapped, and its token table borrowed (a view of the file, ``Checkpoint.mapping``);
+    a model in parts is read into memory (parts concatenated) and copied from there."""
+    mapping: mmap.mmap | None = None
+    try:
+        if len(model_bin) == 1:
+            with open(model_bin[0], "rb") as f:
+                # Private (copy on write): a stray write to the table changes a copy, never the file.
+                mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+            data: bytearray | memoryview = memoryview(mapping)
+        else:
+            data = bytearray()
+            for part in model_bin:
+                data += part.read_bytes()
+    except FileNotFoundError as e:
+        raise ModelFileError(f"{e.filename}: model file not found") from e
+    except ValueError as e:  # mmap of an empty file
+        raise ModelFileError(f"{model_bin[0]}: truncated model file ({e})") from e
+    borrow = (CT2_TOKEN_TABLE,) if mapping is not None else ()
+    dims, sd = convert_ct2(read_model_bin(data, model_bin[0], borrow), model_bin[0])
+    tokenizer = Tokenizer(read_vocabulary(vocabulary), vocabulary)
+    return Checkpoint(dims, sd, tokenizer, _alignment_heads(config), mapping)
 
 
 def _tokenizer_beside(directory: Path, n_vocab: int, source: Path) -> Tokenizer:
@@ -364,4 +389,5 @@ def load_model(
     log.info("loaded model %s (%s, %s)", name, device, str(dtype).removeprefix("torch."))
     table = ckpt.state_dict["decoder.token_embedding.weight"]
     half = table if table.dtype == torch.float16 and model.device.type == "cpu" else None
+    ckpt.release_file_pages()
     return LoadedModel(model=model, tokenizer=ckpt.tokenizer, name=name, half_token_table=half)
