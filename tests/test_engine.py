@@ -108,29 +108,36 @@ def test_int8_keeps_a_float16_checkpoints_token_table_in_float16() -> None:
     assert engine.cache.self_k.dtype == engine.cache.cross_k.dtype == torch.float32
 
 
-def _resident_mib_of(path: Path) -> float:
-    """How much of this process's mappings of ``path`` is resident (its pages in our RSS)."""
-    rss_kib, inside = 0, False
+def _mapping_at(address: int) -> tuple[str, float]:
+    """The file of this process's mapping that holds ``address``, and how much of it is resident (MiB)."""
+    found, rss_kib = None, 0
     with open("/proc/self/smaps") as f:
         for line in f:
             fields = line.split()
             if "-" in fields[0] and len(fields) >= 5 and ":" in fields[3]:  # a mapping's header line
-                inside = len(fields) >= 6 and fields[5] == str(path)
-            elif inside and fields[0] == "Rss:":
-                rss_kib += int(fields[1])
-    return rss_kib / 1024
+                lo, hi = (int(x, 16) for x in fields[0].split("-"))
+                if found is not None:
+                    break
+                if lo <= address < hi:
+                    found = fields[5] if len(fields) >= 6 else ""
+            elif found is not None and fields[0] == "Rss:":
+                rss_kib = int(fields[1])
+    assert found is not None
+    return found, rss_kib / 1024
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/smaps")
 def test_int8_reads_the_float16_token_table_from_the_model_file_as_tokens_need_it() -> None:
     """The bundled tiny.en's token table (38 MB in float16) stays a view of the mapped model file: after
     loading, only the rows that decoding looks up are in memory."""
-    path = bundled_files("tiny.en")["model.bin"].resolve()
     engine = Engine(load_model("tiny.en"), max_batch=1, compute_type="int8")
-    assert engine.model.decoder.token_embedding.weight.dtype == torch.float16
+    table = engine.model.decoder.token_embedding.weight
+    assert table.dtype == torch.float16
     result = engine.decode([Request(features(engine, CLIPS[3]))])[0]
     assert "spades" in normalize(result.text)
-    assert _resident_mib_of(path) < 8
+    path, resident_mib = _mapping_at(table.data_ptr())
+    assert Path(path) == bundled_files("tiny.en")["model.bin"].resolve()
+    assert resident_mib < 8
 
 
 def test_int8_keeps_a_float32_checkpoints_token_table_in_float32() -> None:
