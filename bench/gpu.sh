@@ -3,7 +3,16 @@
 #   part 1: cuda tests, decode-step times, the tiny.en load curve (64-512 clients) with a py-spy profile
 #   part 2: the load curve of random-weight base- and large-v3-turbo-shaped models, their step times
 #   part 3: whole-process `streamer transcribe --device cuda` on a 7 s clip, batched long-form on 10 min
+#   part 4: the host at 512 clients: Python's default 5 ms GIL switch interval against 0.5 ms
+#           (bench/switch/sitecustomize.py), with a py-spy profile of each
 # Run from the checkout's root after `. .device/common/env.sh`; logs and figures go to $OUT.
+# ../shared/device/stage.sh stages websockets, webrtcvad, soxr and pytest-asyncio only: `streamer serve`
+# also needs uvicorn, starlette and python-multipart, and the profiles py-spy. Add their wheels first:
+#   pip download -q --no-deps --only-binary=:all: -d .device/common/whl uvicorn==0.54.0 starlette==1.10.0 \
+#       python-multipart==0.0.34 py-spy==0.4.3
+# (websockets: the version in this checkout's .venv, e.g. 15.0.1, rather than stage.sh's newest.) Python
+# there writes no bytecode next to the image's packages: export PYTHONPYCACHEPREFIX=/tmp/pycache and run a
+# command once before timing whole processes.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$OUT"
@@ -48,5 +57,12 @@ part3)
         done
     done
     timeout 120 python3 bench/longform.py --device cuda --minutes 10 --batch-sizes 16,64 2>&1 | tail -5
+    ;;
+part4)
+    mkdir -p "$OUT/default" "$OUT/switch"
+    LOAD_TIMEOUT=120 load host-default 512 "--device cuda --max-batch 256" --profile 10 --profile-dir "$OUT/default"
+    SWITCH_INTERVAL=0.0005 PYTHONPATH="$PWD/bench/switch:$PYTHONPATH" LOAD_TIMEOUT=120 \
+        load host-switch 512 "--device cuda --max-batch 256" --profile 10 --profile-dir "$OUT/switch"
+    grep -h "client(s)\|committed" "$OUT"/load-host-*.txt
     ;;
 esac

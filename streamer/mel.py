@@ -110,14 +110,18 @@ def log_mel_windows(
     the value silence has after the clamp.
     """
     n_samples = n_frames * HOP_LENGTH
-    longest = min(n_samples, max((len(a) for a in audios), default=0))
-    batch = np.zeros((len(audios), longest + N_FFT), dtype=np.float32)  # zeros after each clip, as padding gives
-    for i, audio in enumerate(audios):
-        clip = np.asarray(audio, dtype=np.float32)[:n_samples]
-        batch[i, : len(clip)] = clip
-    x = torch.from_numpy(batch)
+    clips = [np.asarray(audio, dtype=np.float32)[:n_samples] for audio in audios]
+    lengths = [len(clip) for clip in clips]
+    longest = max(lengths, default=0)
+    # The clips' samples only, end to end, cross to the device in one copy; the padded batch is made there.
+    joined = torch.from_numpy(np.concatenate(clips) if clips else np.zeros(0, np.float32))  # (sum of lengths,)
     if device is not None:
-        x = x.to(device, non_blocking=True)
+        joined = joined.to(device, non_blocking=True)
+    x = torch.zeros((len(clips), longest + N_FFT), dtype=torch.float32, device=joined.device)  # zeros after each clip
+    offset = 0
+    for i, n in enumerate(lengths):
+        x[i, :n] = joined[offset : offset + n]
+        offset += n
     stft = torch.stft(x, N_FFT, HOP_LENGTH, window=_hann(x.device), return_complex=True)  # (B, n_freqs, T)
     computed = min(n_frames, stft.shape[-1] - 1)
     power = stft[..., :computed].abs() ** 2

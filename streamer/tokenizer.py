@@ -100,6 +100,9 @@ class Tokenizer:
         # (in C; a generator of bytes per token took 0.26 s of every start).
         to_bytes = {ord(c): b for c, b in decoder.items()}
         ranks = {token.translate(to_bytes).encode("latin-1"): rank for rank, token in enumerate(text_tokens)}
+        if len(ranks) != len(text_tokens):
+            raise ModelFileError(f"{source}: two text tokens spell the same bytes")
+        self._token_bytes = list(ranks)  # token -> its bytes (ranks are in token order)
         self.special_tokens = {token: i for i, token in enumerate(vocabulary) if i >= self.eot}
         self.encoding = tiktoken.Encoding(
             name=f"whisper-{self.n_vocab}",
@@ -131,7 +134,8 @@ class Tokenizer:
         return self.encoding.decode([t for t in tokens if t < self.eot])
 
     def decode_bytes(self, tokens: Sequence[int]) -> bytes:
-        return self.encoding.decode_bytes([t for t in tokens if t < self.eot])
+        """The bytes of the ordinary tokens, which may end inside a UTF-8 character."""
+        return b"".join([self._token_bytes[t] for t in tokens if t < self.eot])
 
     def decode_with_timestamps(self, tokens: Sequence[int]) -> str:
         """Text with ``<|1.08|>``-style timestamps kept in place."""

@@ -13,7 +13,9 @@ FRAME_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000
 
 def to_pcm16(audio: np.ndarray) -> bytes:
     """float32 [-1, 1] -> little-endian 16-bit PCM, clipped."""
-    return (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+    scaled = np.multiply(audio, np.float32(32767.0), dtype=np.float32)
+    scaled.clip(-32767.0, 32767.0, out=scaled)
+    return scaled.astype("<i2").tobytes()
 
 
 def voiced_frames(audio: np.ndarray, aggressiveness: int = 2) -> np.ndarray:

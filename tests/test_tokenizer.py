@@ -40,6 +40,22 @@ def test_a_vocabulary_that_is_not_byte_level_bpe_is_refused(token: str) -> None:
         Tokenizer(vocabulary, "bad.txt")
 
 
+def test_bytes_of_tokens_split_inside_a_character(english: Tokenizer) -> None:
+    tokens = english.encode(" naïve café 日本語")
+    whole = b"".join(english.decode_bytes([t]) for t in tokens)
+    assert whole == " naïve café 日本語".encode()
+    assert english.decode_bytes([english.sot, *tokens, english.eot]) == whole  # special tokens have no bytes
+    assert any(not _is_utf8(english.decode_bytes([t])) for t in tokens)  # a token may end inside a character
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def test_decode_drops_special_tokens_and_keeps_timestamps_on_request(english: Tokenizer) -> None:
     tokens = [english.sot, english.timestamp_begin, *english.encode(" Hi."), english.timestamp_begin + 50, english.eot]
     assert english.decode(tokens) == " Hi."

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 
 from streamer.streaming.events import Word
 
+_NOT_WORD = re.compile(r"[^\w]")
 
+
+@lru_cache(maxsize=65536)  # hypotheses repeat their words: each is compared many times
 def word_key(word: str) -> str:
     """A word's identity for agreement: case and punctuation do not count."""
-    return re.sub(r"[^\w]", "", word.lower())
+    return _NOT_WORD.sub("", word.lower())
 
 
 def agreed_prefix(previous: Sequence[Word], current: Sequence[Word]) -> int:
@@ -36,8 +40,17 @@ def find_loop(
     of length r starting at s holds r // n + 1 back-to-back copies of ``tokens[s : s + n]``."""
     seq = np.asarray(tokens, dtype=np.int64)
     best: int | None = None
-    for n in range(1, min(max_ngram, len(seq) // 2) + 1):
-        need = 5 if n == 1 else 3 if n < long_ngram else 2
+    top = min(max_ngram, len(seq) // 2)
+    if top < 1:
+        return None
+    # A period n needs a run of (copies - 1) * n positions with tokens[i] == tokens[i + n]: only the
+    # periods with that many such positions in all (counted for every n at once) are searched below.
+    periods = np.arange(1, top + 1)  # (P,)
+    ahead = np.arange(len(seq))[None, :] + periods[:, None]  # (P, T)
+    same = (ahead < len(seq)) & (seq[np.minimum(ahead, len(seq) - 1)] == seq[None, :])  # (P, T)
+    needs = np.where(periods == 1, 5, np.where(periods < long_ngram, 3, 2))  # (P,) copies
+    for n in (periods[same.sum(axis=1) >= (needs - 1) * periods]).tolist():
+        need = int(needs[n - 1])
         equal = np.concatenate([[False], seq[:-n] == seq[n:], [False]])
         edges = np.flatnonzero(equal[1:] != equal[:-1])  # run starts and ends, alternating
         for run_start, run_end in zip(edges[::2], edges[1::2], strict=True):

@@ -122,7 +122,8 @@ class StreamConfig:
 class WindowJob:
     id: int
     start: int  # absolute sample of audio[0]
-    audio: np.ndarray  # float32, 16 kHz, at most 30 s (a copy)
+    audio: np.ndarray  # float32, 16 kHz, at most 30 s: a read-only view of the session's ring, which keeps
+    # the audio of its job in flight (appends never reach retained samples)
     prompt: tuple[int, ...]
     prefix: tuple[int, ...]  # the committed tokens of this window, forced
     language: str | None
@@ -307,6 +308,8 @@ class StreamSession:
             keep = self._carry[0].start
         else:  # idle: keep enough for the VAD's pre-roll
             keep = self.ring.end - SAMPLE_RATE
+        if self._in_flight is not None:  # its audio is a view of the ring
+            keep = min(keep, self._in_flight.start)
         self.ring.trim(min(max(self.ring.start, keep), self.ring.end))
 
     # -- jobs out -----------------------------------------------------------------------------------
@@ -347,7 +350,7 @@ class StreamSession:
         if config.draft and temperature == 0 and self._history and not final:
             draft = tuple(t for w in self._history[-1].words for t in w.tokens)
         job = WindowJob(
-            id=next(_job_ids), start=start, audio=self.ring.view(start, end).copy(), prompt=prompt, prefix=prefix,
+            id=next(_job_ids), start=start, audio=self.ring.view(start, end), prompt=prompt, prefix=prefix,
             language=self.language, task=config.task, temperature=temperature, sample_len=sample_len, final=final,
             encoder_seconds=config.encoder_seconds(seconds, final), draft=draft,
             align_from=max(0.0, self._last_end - start / SAMPLE_RATE),

@@ -76,18 +76,22 @@ class VadSegmenter:
 
     def feed(self, samples: np.ndarray) -> list[VadEvent]:
         """Feed 16 kHz float32 samples of any length; returns the events they complete."""
-        self._pending = np.concatenate([self._pending, np.asarray(samples, dtype=np.float32)])
+        samples = np.asarray(samples, dtype=np.float32)
+        pending = np.concatenate([self._pending, samples]) if len(self._pending) else samples
         events: list[VadEvent] = []
-        n_frames = len(self._pending) // self.frame
-        pcm = to_pcm16(self._pending[: n_frames * self.frame])  # converted once for all the frames
-        size = 2 * self.frame
-        for i in range(n_frames):
-            start = self._next + i * self.frame
-            voiced = self._vad.is_speech(pcm[i * size : (i + 1) * size], SAMPLE_RATE)
-            self._history[(start // self.frame) % len(self._history)] = voiced
-            events.extend(self._step(voiced, start, start + self.frame))
-        self._pending = self._pending[n_frames * self.frame :]
-        self._next += n_frames * self.frame
+        n_frames = len(pending) // self.frame
+        used = n_frames * self.frame
+        if n_frames:
+            pcm = to_pcm16(pending[:used])  # converted once for all the frames
+            size = 2 * self.frame
+            first = self._next // self.frame
+            voiced_frames = [self._vad.is_speech(pcm[i * size : (i + 1) * size], SAMPLE_RATE) for i in range(n_frames)]
+            self._history[np.arange(first, first + n_frames) % len(self._history)] = voiced_frames
+            for i, voiced in enumerate(voiced_frames):
+                start = self._next + i * self.frame
+                events.extend(self._step(voiced, start, start + self.frame))
+        self._pending = pending[used:].copy()  # (under a frame: the caller's array is not kept)
+        self._next += used
         return events
 
     def _step(self, voiced: bool, start: int, end: int) -> list[VadEvent]:

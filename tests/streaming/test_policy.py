@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from streamer.streaming.events import Word
 from streamer.streaming.policy import agreed_prefix, find_loop, word_key
 
@@ -36,3 +39,32 @@ def test_only_repeats_reaching_the_fresh_tokens_count():
     sentence = list(range(10, 20))
     assert find_loop(sentence + sentence + [1], fresh_from=21) is None  # already committed
     assert find_loop(sentence + sentence, fresh_from=10) == 10  # the new text repeats the committed
+
+
+def _loop_by_definition(tokens: list[int], fresh_from: int, max_ngram: int = 16, long_ngram: int = 6) -> int | None:
+    """find_loop's contract spelled out: over every start s and period n, count the back-to-back copies of
+    tokens[s : s + n]; enough of them, reaching the fresh tokens, cut the text after the first copy."""
+    cuts = []
+    for n in range(1, max_ngram + 1):
+        need = 5 if n == 1 else 3 if n < long_ngram else 2
+        for s in range(len(tokens)):
+            run = 0
+            while s + run + n < len(tokens) and tokens[s + run] == tokens[s + run + n]:
+                run += 1
+            copies = run // n + 1
+            if copies >= need and s + copies * n > fresh_from:
+                cuts.append(max(s + n, fresh_from))
+    return min(cuts, default=None)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.data())
+def test_loop_found_is_the_earliest_cut_of_any_period(data):
+    alphabet = data.draw(st.integers(1, 6))
+    tokens = data.draw(st.lists(st.integers(0, alphabet), max_size=48))
+    if tokens and data.draw(st.booleans()):  # a repeated n-gram somewhere, as loops look
+        at = data.draw(st.integers(0, len(tokens) - 1))
+        gram = tokens[at : at + data.draw(st.integers(1, 9))]
+        tokens[at:at] = gram * data.draw(st.integers(1, 5))
+    fresh_from = data.draw(st.integers(0, len(tokens)))
+    assert find_loop(tokens, fresh_from) == _loop_by_definition(tokens, fresh_from)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from streamer.audio import load_audio
 from streamer.decoding.transcribe import transcribe
 from streamer.streaming.events import Final, Partial, UtteranceEnd
 from streamer.streaming.inference import run_windows
@@ -198,3 +199,19 @@ def test_a_fallback_final_decode_samples_instead_of_searching_beams(engine):
 
 def test_without_final_beams_every_decode_is_greedy(engine):
     assert {j.beam_size for j in jobs_of_one_utterance(engine, StreamConfig(final_beam_size=None))} == {None}
+
+
+def test_a_job_hears_the_same_audio_while_more_arrives_and_the_ring_wraps():
+    # The job's audio is a view of the session's 8 s ring, not a copy: the ring keeps it while the job is
+    # out, and the audio after it, written over the ring's start, does not reach it.
+    session = StreamSession(StreamConfig(buffer_seconds=8.0))
+    speech = load_audio(SENSE[0])[: 3 * 16000]
+    session.feed(np.zeros(6 * 16000, np.float32))
+    session.feed(speech)
+    job = session.next_job()
+    assert job is not None and job.end == 9 * 16000
+    heard = np.concatenate([np.zeros(6 * 16000, np.float32), speech])[job.start : job.end]
+    for _ in range(4):
+        session.feed(np.full(16000, 0.5, np.float32))
+    assert session.ring.end > session.ring.capacity  # the later audio went round the ring
+    assert np.array_equal(job.audio, heard)
