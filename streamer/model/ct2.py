@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import struct
-import warnings
 from collections.abc import Collection
 from pathlib import Path
 
@@ -61,8 +60,8 @@ def read_model_bin(
     data: bytes | bytearray | memoryview, path: Path, borrow: Collection[str] = ()
 ) -> dict[str, Tensor]:
     """Parse a CTranslate2 WhisperSpec model.bin into float/int tensors by name (aliases resolved).
-    Every tensor is a copy, except those named in ``borrow``: views of ``data`` (a mapped file, whose
-    pages are then read only where the tensor is)."""
+    Every tensor is a copy, except those named in ``borrow`` when ``data`` is writable: views of it (a
+    private mapping of the file, whose pages are then read only where the tensor is)."""
     r = _Reader(memoryview(data), path)
     (version,) = r.unpack("I", "header")
     if not 1 <= version <= 10:
@@ -94,10 +93,8 @@ def read_model_bin(
         array = np.frombuffer(r.take(nbytes, name), dtype=dtype).reshape(shape)
         if code == 5:
             tensor = torch.from_numpy(array.astype(np.int16)).view(torch.bfloat16)
-        elif name in borrow:
-            with warnings.catch_warnings():  # a view of read-only data is read-only: nothing writes to it
-                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-                tensor = torch.from_numpy(array)
+        elif name in borrow and not r.data.readonly:
+            tensor = torch.from_numpy(array)
         else:
             tensor = torch.from_numpy(array.copy())
         variables[name] = tensor
