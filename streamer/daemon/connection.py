@@ -36,7 +36,9 @@ class WebSocketConnection:
         self._send = send
         self._closed: ConnectionClosed | None = None
         self._close_sent = False
-        self._aborted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._aborted = False
+        self._waiter: asyncio.Task[Any] | None = None  # the task waiting in recv
+        self._interrupted: str | None = None  # why recv cancelled it: "abort" or "timeout"
 
     async def _connected(self) -> None:
         message = await self._receive()  # ASGI: the handshake's "websocket.connect" comes first
@@ -63,23 +65,43 @@ class WebSocketConnection:
             self._closed = ConnectionClosed(Close(code, reason), None)
         return self._closed
 
-    async def recv(self) -> str | bytes:
-        """The next message (text as str, binary as bytes)."""
+    async def recv(self, timeout: float | None = None) -> str | bytes:
+        """The next message (text as str, binary as bytes); TimeoutError if none comes within ``timeout``
+        seconds.
+
+        It waits in the calling task: a timeout or ``abort`` cancels that task's wait (a timer, not a
+        task and a wait per message: the daemon takes ten messages a second from every client)."""
         if self._closed is not None:
             raise self._closed
-        pending = asyncio.ensure_future(self._receive())
-        try:
-            await asyncio.wait((pending, self._aborted), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not pending.done():
-                pending.cancel()
-        if not pending.done() or pending.cancelled():
+        if self._aborted:
             raise self._mark_closed(ABNORMAL, "connection let go")
-        message: dict[str, Any] = pending.result()  # type: ignore[assignment]
+        task = asyncio.current_task()
+        assert task is not None, "recv() runs in a task"
+        self._waiter = task
+        timer = None if timeout is None else task.get_loop().call_later(timeout, self._interrupt, task, "timeout")
+        try:
+            message: dict[str, Any] = await self._receive()  # type: ignore[assignment]
+        except asyncio.CancelledError:
+            reason, self._interrupted = self._interrupted, None
+            if reason is None or task.uncancel() > 0:  # cancelled from outside (too)
+                raise
+            if reason == "timeout":
+                raise TimeoutError(f"no message within {timeout:g} s") from None
+            raise self._mark_closed(ABNORMAL, "connection let go") from None
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
         if message["type"] == "websocket.receive":
             text = message.get("text")
             return text if text is not None else (message.get("bytes") or b"")
         raise self._mark_closed(int(message.get("code") or 1005), str(message.get("reason") or ""))
+
+    def _interrupt(self, task: asyncio.Task[Any], reason: str) -> None:
+        """End ``task``'s wait in recv (it raises TimeoutError or ConnectionClosed)."""
+        if self._waiter is task and self._interrupted is None:
+            self._interrupted = reason
+            task.cancel()
 
     async def send(self, message: str | bytes) -> None:
         if self._closed is not None or self._close_sent:
@@ -105,8 +127,10 @@ class WebSocketConnection:
     def abort(self) -> None:
         """Let the connection go now: a pending or later ``recv`` raises ConnectionClosed (1006); the
         transport closes when its handler returns."""
-        if not self._aborted.done():
-            self._aborted.set_result(None)
+        if not self._aborted:
+            self._aborted = True
+            if self._waiter is not None:
+                self._interrupt(self._waiter, "abort")
 
     async def __aiter__(self) -> AsyncIterator[str | bytes]:
         try:

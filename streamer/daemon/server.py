@@ -266,7 +266,7 @@ class ClientSession:
         limit = self.daemon.options.max_session_seconds
         while True:
             try:
-                message = await asyncio.wait_for(self.conn.recv(), self.daemon.options.idle_timeout)
+                message = await self.conn.recv(self.daemon.options.idle_timeout)
             except TimeoutError:
                 raise ProtocolError("idle", "no audio or keepalive for too long", protocol.POLICY) from None
             if self.draining:
@@ -465,7 +465,7 @@ class Daemon:
 
     async def _receive_start(self, conn: WebSocketConnection) -> Start:
         try:
-            first = await asyncio.wait_for(conn.recv(), START_TIMEOUT)
+            first = await conn.recv(START_TIMEOUT)
         except TimeoutError:
             raise ProtocolError("no_start", f"no start message within {START_TIMEOUT:g} s", protocol.POLICY) from None
         if isinstance(first, bytes):

@@ -207,7 +207,7 @@ class WebSocketAdapter:
         try:
             while not self.closing:
                 try:
-                    message = await asyncio.wait_for(self.conn.recv(), self.idle)
+                    message = await self.conn.recv(self.idle)
                 except TimeoutError:
                     await self.close_with(POLICY, "idle", "no audio or keepalive for too long")
                     break

@@ -38,6 +38,9 @@ if TYPE_CHECKING:
     from streamer.decoding.decode import DecodingResult
 
 
+RING_INITIAL_SECONDS = 8  # a session's audio storage to begin with; it doubles when an utterance needs more
+
+
 @dataclass(frozen=True)
 class StreamConfig:
     language: str | None = "en"  # None: detected on the first utterance (multilingual models)
@@ -163,7 +166,7 @@ class StreamSession:
             config.vad_aggressiveness, pre_roll_ms=config.pre_roll_ms, hangover_ms=config.hangover_ms,
             history_s=2 * config.buffer_seconds,
         )
-        self.ring = RingBuffer(int(config.buffer_seconds * SAMPLE_RATE))
+        self.ring = RingBuffer(int(config.buffer_seconds * SAMPLE_RATE), RING_INITIAL_SECONDS * SAMPLE_RATE)
         self._cut = 0  # the sample of the last finalize(): no speech segment begins before it
         self.language = config.language
         self._segments: deque[list[int | None]] = deque()  # [start, end or None] of speech, oldest first

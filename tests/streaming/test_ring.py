@@ -47,3 +47,36 @@ def test_views_outside_the_retained_span_are_errors() -> None:
         ring.view(1, 3)
     with pytest.raises(IndexError):
         ring.view(3, 6)
+
+
+def test_storage_grows_only_when_the_retained_audio_needs_it() -> None:
+    ring = RingBuffer(100, initial=8)
+    stream = np.arange(60, dtype=np.float32)
+    for at in range(0, 40, 5):  # 5 samples in, all but 3 trimmed: 8 samples of storage go round
+        ring.append(stream[at : at + 5])
+        ring.trim(ring.end - 3)
+    assert ring.size == 8
+    ring.append(stream[40:50])  # 13 retained: the storage doubles to 16
+    assert ring.size == 16
+    np.testing.assert_array_equal(ring.view(ring.start, ring.end), stream[37:50])
+    ring.append(stream[50:60])  # 23 retained: 32
+    assert ring.size == 32
+    np.testing.assert_array_equal(ring.view(ring.start, ring.end), stream[37:60])
+
+
+def test_growth_stops_at_the_capacity() -> None:
+    ring = RingBuffer(12, initial=5)
+    ring.append(np.arange(12, dtype=np.float32))
+    assert ring.size == 12
+    with pytest.raises(BufferFull):
+        ring.append(np.ones(1, dtype=np.float32))
+    np.testing.assert_array_equal(ring.view(0, 12), np.arange(12))
+
+
+def test_a_view_keeps_its_samples_when_the_storage_grows() -> None:
+    ring = RingBuffer(64, initial=4)
+    ring.append(np.arange(4, dtype=np.float32))
+    view = ring.view(0, 4)
+    ring.append(np.arange(4, 20, dtype=np.float32))  # grows to 32 and goes on writing there
+    np.testing.assert_array_equal(view, np.arange(4))
+    np.testing.assert_array_equal(ring.view(0, 20), np.arange(20))
