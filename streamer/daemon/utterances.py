@@ -24,9 +24,9 @@ from websockets.exceptions import ConnectionClosed
 from streamer.daemon.connection import WebSocketConnection
 from streamer.daemon.http import settled
 from streamer.streaming.events import Event, Final, Partial, UtteranceEnd
+from streamer.streaming.segmenter import SpeechEnd, SpeechStart
 from streamer.streaming.session import StreamConfig
 from streamer.streaming.sources import PcmDecoder
-from streamer.streaming.vad import SpeechEnd, SpeechStart
 
 if TYPE_CHECKING:
     from streamer.daemon.server import Daemon

@@ -29,7 +29,7 @@ from streamer.decoding.transcribe import (
 )
 from streamer.engine import Engine, Request
 from streamer.mel import HOP_LENGTH, N_FRAMES, log_mel_windows
-from streamer.vad import FRAME_SAMPLES, voiced_frames
+from streamer.voice import FRAME_SAMPLES, voiced_frames
 
 PAD_FRAMES = 7  # 210 ms of audio kept on either side of a voiced run (webrtcvad clips soft onsets)
 BRIDGE_FRAMES = 10  # pauses under 300 ms are inside a run (between words, not between phrases)

@@ -18,7 +18,7 @@ from streamer.decoding.decode import DecodingOptions, DecodingResult, decode_fea
 from streamer.mel import HOP_LENGTH, N_FRAMES, N_SAMPLES, TIME_PER_TOKEN, log_mel_spectrogram, pad_or_trim
 from streamer.model.whisper import Whisper
 from streamer.tokenizer import Tokenizer
-from streamer.vad import voiced_seconds
+from streamer.voice import voiced_seconds
 
 TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from streamer.streaming.vad import SpeechEnd, SpeechStart
+from streamer.streaming.segmenter import SpeechEnd, SpeechStart
 
 
 @dataclass(frozen=True)

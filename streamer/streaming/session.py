@@ -32,7 +32,7 @@ from streamer.errors import StreamerError
 from streamer.streaming.events import Event, Final, Partial, UtteranceEnd, Word
 from streamer.streaming.policy import agreed_prefix, find_loop, word_key
 from streamer.streaming.ring import BufferFull, RingBuffer
-from streamer.streaming.vad import SpeechEnd, SpeechStart, VadSegmenter
+from streamer.streaming.segmenter import SpeechEnd, SpeechStart, VadSegmenter
 
 if TYPE_CHECKING:
     from streamer.decoding.decode import DecodingResult

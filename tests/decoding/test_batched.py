@@ -12,7 +12,7 @@ from streamer.audio import load_audio
 from streamer.decoding.batched import speech_windows, transcribe_batched
 from streamer.decoding.decode import DecodingOptions
 from streamer.decoding.transcribe import TranscribeOptions, Transcript, transcribe
-from streamer.vad import FRAME_SAMPLES, voiced_frames
+from streamer.voice import FRAME_SAMPLES, voiced_frames
 
 from ..conftest import FIXTURES, normalize
 

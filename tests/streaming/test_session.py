@@ -9,9 +9,9 @@ from streamer.audio import load_audio
 from streamer.decoding.transcribe import transcribe
 from streamer.streaming.events import Final, Partial, UtteranceEnd
 from streamer.streaming.inference import run_windows
+from streamer.streaming.segmenter import SpeechEnd, SpeechStart
 from streamer.streaming.session import StreamConfig, StreamSession
 from streamer.streaming.transcriber import Transcriber
-from streamer.streaming.vad import SpeechEnd, SpeechStart
 from streamer.textnorm import normalize
 from streamer.textnorm import word_errors as errors
 from tests.streaming.conftest import SENSE, final_text, joined, sox

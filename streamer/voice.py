@@ -1,4 +1,5 @@
-"""Voice activity detection on webrtcvad."""
+"""Voice activity on webrtcvad, frame by frame: which 30 ms frames of a clip are voiced (offline and batched
+long-form; the streaming segmenter, streaming/segmenter.py, builds speech start and end on it)."""
 
 from __future__ import annotations
 

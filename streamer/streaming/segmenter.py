@@ -14,7 +14,7 @@ import numpy as np
 import webrtcvad
 
 from streamer import SAMPLE_RATE
-from streamer.vad import to_pcm16
+from streamer.voice import to_pcm16
 
 
 @dataclass(frozen=True)

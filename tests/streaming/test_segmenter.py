@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 
 from streamer.audio import load_audio
-from streamer.streaming.vad import SpeechEnd, SpeechStart, VadSegmenter
+from streamer.streaming.segmenter import SpeechEnd, SpeechStart, VadSegmenter
 
 from ..conftest import FIXTURES
 
