@@ -145,3 +145,20 @@ def test_final_beam_size_sets_the_beams_of_final_decodes(device: str, value: int
 
     args = argparse.Namespace(encoder_pad=None, final_beam_size=value, compute_device=device)
     assert stream_config(args).final_beam_size == beams
+
+
+@pytest.mark.parametrize(("value", "rows"), [(None, 5), (7, 7), (1, 4)])
+def test_the_cpu_engine_has_a_row_for_each_beam_of_a_final_decode(value: int | None, rows: int) -> None:
+    import torch
+
+    from streamer.cli.common import engine
+    from streamer.model.loading import load_model
+
+    args = argparse.Namespace(encoder_pad=None, final_beam_size=value, compute_device="cpu", compute_type=None,
+                              cuda_graphs=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # 2 cores: 4 rows for the batches, whatever this machine has
+    try:
+        assert engine(args, load_model("tiny.en"), torch.device("cpu")).max_batch == rows
+    finally:
+        torch.set_num_threads(threads)

@@ -98,8 +98,10 @@ def engine(args: argparse.Namespace, loaded: LoadedModel, target: torch.device, 
 
     # On a CPU more rows than two a thread make no batch faster (the encoder's cost is per row), and each
     # slot of the pool holds 16 MB of tiny.en's KV cache: 4 instead of 16 on 2 cores is 220 MB less RSS
-    # under 4 streams at the same latency (bench/load.py).
-    batch = max_batch or (128 if target.type == "cuda" else max(4, 2 * torch.get_num_threads()))
+    # under 4 streams at the same latency (bench/load.py). A final decode's beam search takes a row per
+    # beam: the pool has as many (a beam search is cut to the pool's rows).
+    beams = (stream_config(args).final_beam_size or 1) if hasattr(args, "final_beam_size") else 1
+    batch = max_batch or (128 if target.type == "cuda" else max(4, 2 * torch.get_num_threads(), beams))
     return Engine(loaded, max_batch=batch, compute_type=default_compute_type(args, target),
                   step="auto" if args.cuda_graphs else "eager")
 
