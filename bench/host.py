@@ -3,13 +3,12 @@
     python bench/host.py [--sessions 64] [--frame 0.1] [--sets librivox] [--repeat 3]
 
 On a GPU the daemon is limited by its host (bench/gpu.sh's profiles): one event loop takes every
-client's frames (decode to float, VAD, ring buffer, the next job), and one inference thread, besides
+client's frames (decode to float, VAD, ring buffer, whether a decode is due), and one inference thread, besides
 launching the model, turns each result into events (loop check, agreement, commits) and picks the
 session's next window. This measures both paths on this machine's CPU, with the model's part taken out:
 
-- capture: ``PcmDecoder.decode`` + ``StreamSession.feed`` + ``next_job`` for every frame of every
-  session, as the daemon's event loop runs them (a job found is handed back, as the scheduler does when
-  its queue is full, so the next frame asks again);
+- capture: ``PcmDecoder.decode`` + ``StreamSession.feed`` + ``due`` for every frame of every session,
+  as the daemon's event loop runs them (the job itself is made on the inference thread);
 - results: the decodes of one stream are recorded once (the bundled model, int8, inline), then
   replayed into fresh sessions: ``complete`` + ``next_job`` per decode, as the inference thread runs
   them after each batch;
@@ -51,9 +50,7 @@ def capture(pcm: bytes, frame_bytes: int, sessions: int) -> float:
         chunk = pcm[offset : offset + frame_bytes]
         for decoder, session in streams:
             session.feed(decoder.decode(chunk))
-            job = session.next_job()
-            if job is not None:
-                session.abandon(job)
+            session.due()  # what a live stream asks per frame (its job is made on the inference thread)
             frames += 1
     return (time.perf_counter() - began) / frames
 

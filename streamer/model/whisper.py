@@ -156,6 +156,14 @@ class KVCache:
         K/V of rows 0..n-1 serve the groups (``DecoderBlock.forward``)."""
         return KVCache(self.self_k, self.self_v, self.cross_k[:, :n], self.cross_v[:, :n], self.audio_valid[:n])
 
+    def leaders(self, group: int) -> KVCache:
+        """The first row of every group of ``group`` consecutive rows (a strided view of the self-attention
+        state), each hearing its group's window: a beam search's prefill runs once per window in these
+        rows, and ``reorder`` then gives its state to the other rows of the group."""
+        n = self.batch_size // group
+        return KVCache(self.self_k[:, ::group], self.self_v[:, ::group], self.cross_k[:, :n], self.cross_v[:, :n],
+                       self.audio_valid[:n])
+
     def cross_mask(self) -> Tensor:
         """The cross-attention mask, (B, 1, 1, n_audio)."""
         return self.audio_valid[:, None, None, :]

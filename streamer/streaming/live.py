@@ -2,7 +2,8 @@
 
 ``feed``/``finalize``/``end`` may be called from the capture side while results arrive on the inference
 thread; a lock serialises the session, and each call hands events to ``on_events`` in stream order.
-At most one job per stream is in flight, so a slow stream never holds more than its own slot.
+At most one request or job per stream is queued or in flight, so a slow stream never holds more than its
+own slot; its job is made when the inference thread takes it, with all the audio that has come by then.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class LiveStream:
         self._idle = threading.Condition(self._lock)
         self._ended = False
         self._cancelled = False
+        self._queued = False  # a request for this stream's next decode waits in the scheduler's queue
         self.failed: BaseException | None = None
 
     def _emit(self, events: list[Event]) -> None:
@@ -51,33 +53,53 @@ class LiveStream:
             self._on_events(events)
 
     def _pump(self) -> None:
-        """Submit the session's next job if one is due (lock held)."""
-        if self.failed is not None or self._cancelled:
+        """Queue a request for the session's next decode if one is due (lock held); the job itself is
+        made when its batch begins (``_take``), with the audio that has arrived by then."""
+        if self.failed is not None or self._cancelled or self._queued:
             return
-        job = self.session.next_job()
-        if job is None:
+        if not self.session.due():
             if not self.session.busy:
                 self._idle.notify_all()
             return
         try:
-            self.scheduler.submit(job, self._done)
+            self.scheduler.submit(self._take, self._done)
+            self._queued = True
         except Overloaded:
-            self.session.abandon(job)  # tried again with the next audio
-            log.warning("inference queue full; a decode of this stream is put off")
+            log.warning("inference queue full; a decode of this stream is put off")  # asked again with its next audio
         except SchedulerClosed as e:
             self.failed = e
             self._idle.notify_all()
             log.warning("the scheduler closed before this stream's last audio was decoded")
+
+    def _take(self) -> WindowJob | None:
+        """The job for the queued request, made now (on the inference thread)."""
+        with self._lock:
+            self._queued = False
+            if self.failed is not None or self._cancelled:
+                return None
+            try:
+                job = self.session.next_job()
+            except Exception as e:
+                log.exception("this stream's next decode could not be made")
+                self._fail(e)
+                return None
+            if job is None and not self.session.busy:
+                self._idle.notify_all()
+            return job
+
+    def _fail(self, error: BaseException) -> None:
+        """The stream cannot go on (lock held): waiters wake, the owner hears of it."""
+        self.failed = error
+        self._idle.notify_all()
+        if self._on_error is not None:
+            self._on_error(error)
 
     def _done(self, job: WindowJob, outcome: DecodingResult | BaseException) -> None:
         with self._lock:
             if self._cancelled:
                 return
             if isinstance(outcome, BaseException):
-                self.failed = outcome
-                self._idle.notify_all()
-                if self._on_error is not None:
-                    self._on_error(outcome)
+                self._fail(outcome)
                 return
             if self._on_decoded is not None:
                 self._on_decoded(job.end / 16000)

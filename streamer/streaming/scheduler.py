@@ -1,8 +1,11 @@
 """One inference thread that owns the engine and serves every stream.
 
-Sessions submit window jobs (at most one each in flight); whatever has queued up while the engine was
-busy runs as one batch (shared encoder batch, shared decoder slot pool), so many streams cost little
-more than one. Results go back through each job's callback, on the inference thread.
+Streams queue a request for a decode (at most one each queued or in flight); whatever has queued up
+while the engine was busy runs as one batch (shared encoder batch, shared decoder slot pool), so many
+streams cost little more than one. A request is a ``take`` function that makes the job when its batch
+begins, not when it was queued: the window then holds all the audio that arrived while it waited, so a
+decode's result is at most one batch behind the stream (under load a job made at submission was a
+queue's wait older). Results go back through each request's callback, on the inference thread.
 
 A window is decoded the same way whatever the load (its encoder length is the session's choice), so
 a stream's text does not depend on how many others share the engine; under load each stream is simply
@@ -30,6 +33,7 @@ from streamer.streaming.session import WindowJob
 log = logging.getLogger(__name__)
 
 Callback = Callable[[WindowJob, "DecodingResult | BaseException"], None]
+Take = Callable[[], "WindowJob | None"]  # makes the job when its batch begins; None: nothing to do any more
 
 
 class Overloaded(Exception):
@@ -49,16 +53,26 @@ class SchedulerStats:
     errors: int = 0
 
 
+def default_batch(engine: Engine) -> int:
+    """Windows per batch: as many as the engine decodes together on a GPU; one on the CPU, where a batch
+    gains nothing in the encoder (it runs one 30 s window at a time there, ``Engine.encoder_rows``) and
+    every window waits for the whole batch. bench/load.py, 6 clients on 2 cores: committed median/p90
+    3.43/5.58 s with 1 window, 3.40/5.65 s with 2, 4.98/8.48 s with the 5 rows of the pool; RSS peak
+    615, 656 and 743 MiB."""
+    return 1 if engine.device.type == "cpu" else engine.max_batch
+
+
 class Scheduler:
     def __init__(
         self, engine: Engine, max_queue: int = 256, max_batch: int | None = None, trim_interval: float = 10.0,
     ):
+        """``max_batch``: windows per batch (default: ``default_batch``)."""
         self.engine = engine
         self.max_queue = max_queue
-        self.max_batch = max_batch or engine.max_batch
+        self.max_batch = max_batch or default_batch(engine)
         self.stats = SchedulerStats()
         self.heap = HeapTrimmer(trim_interval)
-        self._queue: deque[tuple[WindowJob, Callback]] = deque()
+        self._queue: deque[tuple[Take, Callback]] = deque()
         self._cond = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="streamer-inference", daemon=True)
@@ -70,16 +84,20 @@ class Scheduler:
 
     @property
     def saturated(self) -> bool:
-        """More windows wait than the next batch takes: a new stream would slow every stream down."""
-        return len(self._queue) > self.max_batch
+        """More windows wait than the engine decodes at once (its rows, whatever the batch policy): a new
+        stream would slow every stream down."""
+        return len(self._queue) > self.engine.max_batch
 
-    def submit(self, job: WindowJob, callback: Callback) -> None:
+    def submit(self, take: Take, callback: Callback) -> None:
+        """Queue a decode: ``take()`` is called on the inference thread, with no lock of the scheduler's
+        held, when the batch it joins begins; the job it returns is decoded, then ``callback(job,
+        outcome)`` runs there too."""
         with self._cond:
             if self._stopping:
                 raise SchedulerClosed("the scheduler is closed")
             if len(self._queue) >= self.max_queue:
                 raise Overloaded(f"{len(self._queue)} inference jobs are waiting")
-            self._queue.append((job, callback))
+            self._queue.append((take, callback))
             self._cond.notify()
 
     def _run(self) -> None:
@@ -89,7 +107,10 @@ class Scheduler:
                     self._cond.wait()
                 if not self._queue:
                     return
-                batch = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
+                requests = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
+            batch = self._take(requests)
+            if not batch:
+                continue
             jobs = [job for job, _ in batch]
             began = time.perf_counter()
             outcomes = self._run_batch(jobs)
@@ -104,6 +125,21 @@ class Scheduler:
                     log.exception("a session's result handler failed")
             del jobs, outcomes, batch
             self.heap.maybe_trim()
+
+    def _take(self, requests: list[tuple[Take, Callback]]) -> list[tuple[WindowJob, Callback]]:
+        """The requests' jobs, made now. A ``take`` that raises (its own failure to handle) is logged and
+        its request dropped."""
+        batch = []
+        for take, callback in requests:
+            try:
+                job = take()
+            except Exception:
+                log.exception("a stream failed to make its decode")
+                self.stats.errors += 1
+                continue
+            if job is not None:
+                batch.append((job, callback))
+        return batch
 
     def _run_batch(self, jobs: list[WindowJob]) -> list[DecodingResult | BaseException]:
         """The batch's results; if it fails, each job is run alone, so only a failing window's session

@@ -317,6 +317,24 @@ class StreamSession:
 
     # -- jobs out -----------------------------------------------------------------------------------
 
+    def due(self) -> bool:
+        """A decode is due: ``next_job`` would return a job now (it changes nothing)."""
+        if self._in_flight is not None or not self._segments:
+            return False
+        config = self.config
+        seg_start, seg_end = self._segments[0]
+        if seg_end is not None:  # the utterance has ended: its final decode
+            return True
+        if len(self._segments) > 1:  # cannot happen: only the newest segment is open
+            return False
+        start = self._window_start if self._window_start is not None else seg_start
+        assert start is not None
+        end = self.ring.end
+        if self._carried and end - start > config.max_window * SAMPLE_RATE:
+            return True  # the carried words leave, and the utterance's own audio is decoded again at once
+        new_audio = end - max(self._last_job_end, start)
+        return new_audio >= config.interval * SAMPLE_RATE and end - start >= config.min_audio * SAMPLE_RATE
+
     def next_job(self) -> WindowJob | None:
         """The decode to run now, if any (one at a time per session)."""
         if self._in_flight is not None or not self._segments:
@@ -331,12 +349,8 @@ class StreamSession:
         if self._carried and end - start > config.max_window * SAMPLE_RATE:  # no room for the carried words
             self._drop_carry()
             start = self._own_start
-        if not final:
-            if len(self._segments) > 1:  # cannot happen: only the newest segment is open
-                return None
-            new_audio = end - max(self._last_job_end, start)
-            if new_audio < config.interval * SAMPLE_RATE or end - start < config.min_audio * SAMPLE_RATE:
-                return None
+        if not self.due():
+            return None
         if end - start > N_SAMPLES:  # never more than the model's 30 s: commit by force first
             end, final = start + N_SAMPLES, False
         temperatures = (0.0, *config.fallback_temperatures)
@@ -362,11 +376,6 @@ class StreamSession:
         self._in_flight = job
         self._last_job_end = end
         return job
-
-    def abandon(self, job: WindowJob) -> None:
-        """The job could not be run (no inference capacity): it is as if it had not been asked for."""
-        if job is self._in_flight:
-            self._in_flight = None
 
     # -- results in ---------------------------------------------------------------------------------
 

@@ -123,7 +123,27 @@ def test_partial_decodes_carry_the_last_hypothesis_as_a_draft_and_the_final_deco
     session.feed(AUDIO[int(1.5 * 16000) : int(1.8 * 16000)])
     partial = session.next_job()
     assert partial is not None and not partial.final and partial.draft == (1000, 1001)
-    session.abandon(partial)
+    session.complete(partial, hypothesis(*words))
     session.flush()
     final = session.next_job()
     assert final is not None and final.final and final.draft == ()
+
+
+def test_due_says_whether_next_job_would_make_a_job_and_changes_nothing():
+    """A live stream asks ``due`` on every frame and makes the job later, on the inference thread."""
+    session = StreamSession(CONFIG)
+    kinds = []
+    for end in [*range(1600, len(AUDIO), 1600), len(AUDIO), None]:
+        if end is None:
+            session.flush()
+        else:
+            session.feed(AUDIO[int(session.time * 16000) : end])
+        due = session.due()
+        assert session.due() == due
+        job = session.next_job()
+        assert due == (job is not None)
+        if job is not None:
+            assert not session.due()  # one job at a time
+            kinds.append(job.final)
+            session.complete(job, hypothesis())
+    assert kinds.count(False) > 5 and kinds[-1] is True  # partial decodes, then the final one

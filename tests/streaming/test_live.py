@@ -54,7 +54,7 @@ def test_raw_stream_is_s16le_16k():
 
 @pytest.mark.accuracy
 def test_concurrent_streams_each_get_their_own_text(engine):
-    scheduler = Scheduler(engine)
+    scheduler = Scheduler(engine, max_batch=4)  # as on a GPU: windows of several streams in one batch
     clips = [SENSE[0], FIXTURES / "005.wav", SENSE[1]]
     got: list[list[Event]] = [[] for _ in clips]
     lock = threading.Lock()
@@ -102,11 +102,11 @@ def test_a_cancelled_stream_discards_its_decode_in_flight_and_submits_nothing_mo
 def test_a_stream_whose_next_decode_meets_a_closed_scheduler_fails_cleanly(engine, caplog):
     scheduler = Scheduler(engine)
     stream = LiveStream(scheduler, lambda events: None)
+    scheduler.close()  # as at shutdown, while the stream still sends: its next decode cannot be queued
     audio = load_audio(CLIP)
     for start in range(0, len(audio), 1600):
         stream.feed(audio[start : start + 1600])
     stream.end()
-    scheduler.close()  # before the stream is done: its follow-up decode cannot be submitted
     assert stream.wait(timeout=5)
     assert stream.failed is not None and "closed" in str(stream.failed)
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
@@ -142,3 +142,30 @@ def test_cli_stream_refuses_bad_combinations():
     assert proc.returncode == 2 and b"--stream writes --format text or jsonl" in proc.stderr
     proc = streamer("-", "--stream", stdin=b"not a wav")
     assert proc.returncode == 2 and b"not a WAV stream" in proc.stderr
+
+
+def test_a_decode_hears_the_audio_that_arrived_while_it_waited_in_the_queue(engine):
+    """The job is made when the inference thread takes it, not when the stream asked for it."""
+    scheduler = Scheduler(engine)
+    taken, release = threading.Event(), threading.Event()
+
+    def blocker():  # holds the inference thread, as a batch of other streams would
+        taken.set()
+        release.wait(60)
+
+    heard: list[float] = []
+    stream = LiveStream(scheduler, lambda _events: None, on_decoded=heard.append)
+    try:
+        scheduler.submit(blocker, lambda _job, _outcome: None)
+        assert taken.wait(60)
+        audio = load_audio(CLIP)[: 2 * 16000]
+        for start in range(0, len(audio), 1600):
+            stream.feed(audio[start : start + 1600])
+        assert scheduler.depth == 1  # the stream asked once, while its speech went on
+        release.set()
+        stream.end()
+        assert stream.wait(timeout=120)
+    finally:
+        release.set()
+        scheduler.close()
+    assert heard and heard[0] == 2.0  # its first decode heard all 2 s, not the 0.3 s there when it asked

@@ -20,7 +20,7 @@ def job(audio: np.ndarray, prompt: tuple[int, ...] = ()) -> WindowJob:
 
 def run_together(engine, jobs: list[WindowJob]) -> tuple[list[DecodingResult | BaseException], Scheduler]:
     """Submit ``jobs`` right after a 30 s window, so they run as one batch (with it, or after it)."""
-    scheduler = Scheduler(engine)
+    scheduler = Scheduler(engine, max_batch=len(jobs) + 1)
     outcomes: list[DecodingResult | BaseException | None] = [None] * len(jobs)
     done = threading.Semaphore(0)
 
@@ -30,13 +30,19 @@ def run_together(engine, jobs: list[WindowJob]) -> tuple[list[DecodingResult | B
             done.release()
         return record
 
-    scheduler.submit(job(np.zeros(30 * 16000, np.float32)), lambda _j, _o: done.release())
+    scheduler.submit(lambda: job(np.zeros(30 * 16000, np.float32)), lambda _j, _o: done.release())
     for i, j in enumerate(jobs):
-        scheduler.submit(j, callback(i))
+        scheduler.submit(lambda j=j: j, callback(i))
     for _ in range(len(jobs) + 1):
         assert done.acquire(timeout=120)
     scheduler.close()
     return [o for o in outcomes if o is not None], scheduler
+
+
+def test_the_cpu_runs_one_window_a_batch(engine):
+    scheduler = Scheduler(engine)
+    scheduler.close()
+    assert scheduler.max_batch == 1  # a window's result need not wait for the others' on the CPU
 
 
 def test_jobs_queued_while_busy_run_as_one_batch(engine):
@@ -56,18 +62,19 @@ def test_a_window_that_fails_inference_fails_only_its_own_session(engine):
     assert scheduler.stats.errors == 1
 
 
-def test_saturated_while_more_windows_wait_than_one_batch_takes(engine):
+def test_saturated_while_more_windows_wait_than_the_engine_decodes_at_once(engine):
     audio = load_audio(SENSE[1])
-    scheduler = Scheduler(engine, max_batch=2)
+    scheduler = Scheduler(engine)
+    rows = engine.max_batch
     done = threading.Semaphore(0)
     try:
-        scheduler.submit(job(np.zeros(30 * 16000, np.float32)), lambda _j, _o: done.release())  # keeps it busy
+        scheduler.submit(lambda: job(np.zeros(30 * 16000, np.float32)), lambda _j, _o: done.release())  # keeps it busy
         assert not scheduler.saturated
-        for _ in range(4):
-            scheduler.submit(job(audio), lambda _j, _o: done.release())
-        # 4 wait (3 if the thread took one with the first window): more than the next batch takes
+        for _ in range(rows + 2):
+            scheduler.submit(lambda: job(audio), lambda _j, _o: done.release())
+        # rows + 2 wait (rows + 1 if the thread took one with the first window): more than the engine's rows
         assert scheduler.saturated
-        for _ in range(5):
+        for _ in range(rows + 3):
             assert done.acquire(timeout=120)
         assert not scheduler.saturated
     finally:
