@@ -148,7 +148,7 @@ def test_final_beam_size_sets_the_beams_of_final_decodes(device: str, value: int
 
 
 @pytest.mark.parametrize(("value", "rows"), [(None, 5), (7, 7), (1, 4)])
-def test_the_cpu_engine_has_a_row_for_each_beam_of_a_final_decode(value: int | None, rows: int) -> None:
+def test_the_cpu_engine_has_a_row_for_each_beam_of_a_final_decode_and_one_window(value: int | None, rows: int) -> None:
     import torch
 
     from streamer.cli.common import engine
@@ -156,9 +156,6 @@ def test_the_cpu_engine_has_a_row_for_each_beam_of_a_final_decode(value: int | N
 
     args = argparse.Namespace(encoder_pad=None, final_beam_size=value, compute_device="cpu", compute_type=None,
                               cuda_graphs=True)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)  # 2 cores: 4 rows for the batches, whatever this machine has
-    try:
-        assert engine(args, load_model("tiny.en"), torch.device("cpu")).max_batch == rows
-    finally:
-        torch.set_num_threads(threads)
+    built = engine(args, load_model("tiny.en"), torch.device("cpu"))
+    assert built.max_batch == rows and built.max_windows == 1
+    assert built.cache.self_k.shape[1] == rows and built.cache.cross_k.shape[1] == 1  # one window's audio K/V

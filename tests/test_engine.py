@@ -51,6 +51,20 @@ def mixed_requests(engine: Engine) -> list[Request]:
 
 
 @pytest.mark.accuracy
+def test_an_engine_of_one_window_decodes_requests_one_at_a_time_with_the_same_tokens(tiny, engine: Engine) -> None:
+    one = Engine(tiny, max_batch=4, max_windows=1)
+    assert one.cache.cross_k.shape[1] == 1 and one.cache.self_k.shape[1] == 4
+    requests = mixed_requests(engine)
+    beam = replace(requests[2], timestamps=False, beam_size=4)  # its beams' rows all hear the one window
+    assert [r.tokens for r in one.decode([*requests, beam])] == [r.tokens for r in engine.decode([*requests, beam])]
+
+
+def test_fixed_shape_steps_need_a_window_per_row(tiny) -> None:
+    with pytest.raises(ValueError, match="max_windows"):
+        Engine(tiny, max_batch=4, max_windows=1, step="static")
+
+
+@pytest.mark.accuracy
 def test_mixed_batch_gives_each_request_its_single_tokens(engine: Engine) -> None:
     requests = mixed_requests(engine)
     batched = engine.decode(requests)

@@ -92,18 +92,20 @@ def default_compute_type(args: argparse.Namespace, target: torch.device) -> str:
 
 def engine(args: argparse.Namespace, loaded: LoadedModel, target: torch.device, max_batch: int | None = None) -> Engine:
     """The engine: int8 on the CPU, float16 and CUDA graphs on a GPU unless told otherwise."""
-    import torch
-
     from streamer.engine import Engine
 
-    # On a CPU more rows than two a thread make no batch faster (the encoder's cost is per row), and each
-    # slot of the pool holds 16 MB of tiny.en's KV cache: 4 instead of 16 on 2 cores is 220 MB less RSS
-    # under 4 streams at the same latency (bench/load.py). A final decode's beam search takes a row per
-    # beam: the pool has as many (a beam search is cut to the pool's rows).
-    beams = (stream_config(args).final_beam_size or 1) if hasattr(args, "final_beam_size") else 1
-    batch = max_batch or (128 if target.type == "cuda" else max(4, 2 * torch.get_num_threads(), beams))
-    return Engine(loaded, max_batch=batch, compute_type=default_compute_type(args, target),
-                  step="auto" if args.cuda_graphs else "eager")
+    # On a CPU the streams' windows are decoded one at a time (``Scheduler``: a batch gains nothing
+    # there), so the pool holds cross-attention keys and values for one window, and a row for each beam
+    # of a final decode (a beam search is cut to the pool's rows), at least 4 (the scheduler's backlog
+    # past the engine's rows marks the daemon saturated): 46 MB of tiny.en's KV cache, against 114 MB
+    # when it held 5 windows.
+    if max_batch is not None or target.type == "cuda":
+        rows, windows = max_batch or 128, None
+    else:
+        beams = (stream_config(args).final_beam_size or 1) if hasattr(args, "final_beam_size") else 1
+        rows, windows = max(4, beams), 1
+    return Engine(loaded, max_batch=rows, compute_type=default_compute_type(args, target),
+                  step="auto" if args.cuda_graphs else "eager", max_windows=windows)
 
 
 def add_stream_options(p: argparse.ArgumentParser) -> None:
