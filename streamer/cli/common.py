@@ -102,8 +102,7 @@ def engine(args: argparse.Namespace, loaded: LoadedModel, target: torch.device, 
     if max_batch is not None or target.type == "cuda":
         rows, windows = max_batch or 128, None
     else:
-        beams = (stream_config(args).final_beam_size or 1) if hasattr(args, "final_beam_size") else 1
-        rows, windows = max(4, beams), 1
+        rows, windows = max(4, stream_config(args).final_beam_size or 1), 1  # streaming commands: add_stream_options
     return Engine(loaded, max_batch=rows, compute_type=default_compute_type(args, target),
                   step="auto" if args.cuda_graphs else "eager", max_windows=windows)
 
