@@ -38,8 +38,9 @@ def add(sub: argparse._SubParsersAction[Parser]) -> None:
     add_model_options(v)
     add_stream_options(v)
     v.add_argument("--max-batch", type=positive_int, default=None,
-                   help="windows decoded together at most, and the widest final beam search (default: 2 per thread, "
-                   "at least 4 and at least --final-beam-size, on CPU; 128 on CUDA)")
+                   help="rows of the decode pool: windows decoded together at most on CUDA (default 128), and the "
+                   "widest final beam search (default on CPU, which decodes one window at a time: at least 4 and "
+                   "at least --final-beam-size)")
     v.add_argument("--resume-grace", type=non_negative_float, default=30.0,
                    help="seconds a dropped session waits for its client to resume it (0: no resume)")
     v.add_argument("--max-session-minutes", type=non_negative_float, default=0.0,
