@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,7 +20,7 @@ from streamer import SAMPLE_RATE
 from streamer.audio import load_audio
 from streamer.engine import Engine
 from streamer.streaming.inference import run_windows
-from streamer.streaming.session import WindowJob
+from streamer.streaming.session import StreamConfig, WindowJob
 from streamer.textnorm import normalize
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
@@ -113,3 +114,18 @@ def mark_seen(refs: list[RefWord], word: str, start: float, now: float, final: b
 
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
+
+
+def config_overrides(text: str) -> dict[str, Any]:
+    """StreamConfig fields from "name=value,name=value" (None, booleans and numbers as the field's type)."""
+    overrides: dict[str, Any] = {}
+    for item in filter(None, text.split(",")):
+        key, value = item.split("=")
+        default = getattr(StreamConfig(), key)
+        if value == "None":
+            overrides[key] = None
+        elif isinstance(default, bool):
+            overrides[key] = value.lower() in ("1", "true", "yes")
+        else:
+            overrides[key] = type(default if default is not None else 0.0)(value)
+    return overrides

@@ -27,11 +27,10 @@ import statistics
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import numpy as np
 import torch
-from speech import SETS, RefWord, mark_seen, normalize_words, pct, program, reference_words
+from speech import SETS, RefWord, config_overrides, mark_seen, normalize_words, pct, program, reference_words
 
 from streamer import SAMPLE_RATE
 from streamer.decoding.transcribe import TranscribeOptions, transcribe
@@ -105,16 +104,7 @@ def main() -> None:
     parser.add_argument("--compute-type", default="int8")
     parser.add_argument("--config", default="", help="StreamConfig fields, e.g. 'interval=0.5,encoder_pad=4'")
     args = parser.parse_args()
-    overrides: dict[str, Any] = {}
-    for item in filter(None, args.config.split(",")):
-        key, value = item.split("=")
-        default = getattr(StreamConfig(), key)
-        if value == "None":
-            overrides[key] = None
-        elif isinstance(default, bool):
-            overrides[key] = value.lower() in ("1", "true", "yes")
-        else:
-            overrides[key] = type(default if default is not None else 0.0)(value)
+    overrides = config_overrides(args.config)
     config = StreamConfig(**overrides)
     engine = Engine(load_model("tiny.en"), max_batch=max(8, args.streams), compute_type=args.compute_type)
     offline_model = load_model("tiny.en")

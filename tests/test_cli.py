@@ -143,8 +143,17 @@ def test_progress_bar_for_audio_over_a_minute(tmp_path: Path, capsys: pytest.Cap
 def test_final_beam_size_sets_the_beams_of_final_decodes(device: str, value: int | None, beams: int | None) -> None:
     from streamer.cli.common import stream_config
 
-    args = argparse.Namespace(encoder_pad=None, final_beam_size=value, compute_device=device)
+    args = argparse.Namespace(encoder_pad=None, max_hold=None, final_beam_size=value, compute_device=device)
     assert stream_config(args).final_beam_size == beams
+
+
+@pytest.mark.parametrize(("argv", "hold"), [([], 1.5), (["--max-hold", "2.5"], 2.5), (["--max-hold", "0"], None)])
+def test_max_hold_sets_how_long_a_word_waits_for_agreement(argv: list[str], hold: float | None) -> None:
+    from streamer.cli import build_parser
+    from streamer.cli.common import stream_config
+
+    args = build_parser().parse_args(["serve", *argv])
+    assert stream_config(args).max_hold == hold
 
 
 @pytest.mark.parametrize(("value", "rows"), [(None, 5), (7, 7), (1, 4)])
@@ -154,8 +163,8 @@ def test_the_cpu_engine_has_a_row_for_each_beam_of_a_final_decode_and_one_window
     from streamer.cli.common import engine
     from streamer.model.loading import load_model
 
-    args = argparse.Namespace(encoder_pad=None, final_beam_size=value, compute_device="cpu", compute_type=None,
-                              cuda_graphs=True)
+    args = argparse.Namespace(encoder_pad=None, max_hold=None, final_beam_size=value, compute_device="cpu",
+                              compute_type=None, cuda_graphs=True)
     built = engine(args, load_model("tiny.en"), torch.device("cpu"))
     assert built.max_batch == rows and built.max_windows == 1
     assert built.cache.self_k.shape[1] == rows and built.cache.cross_k.shape[1] == 1  # one window's audio K/V

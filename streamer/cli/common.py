@@ -114,6 +114,9 @@ def add_stream_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--final-beam-size", type=positive_int, default=None, metavar="N",
                    help="beams of an utterance's final decode, which commits its remaining words (default "
                    "5 on the CPU; 1, greedy, on a GPU, where finals share the other streams' batched decode)")
+    p.add_argument("--max-hold", type=non_negative_float, default=None, metavar="SECONDS",
+                   help="the longest a heard word waits for the re-decodes to agree on it before a decode like the "
+                   "final one settles it (default 1.5; 0: until the utterance ends)")
 
 
 def stream_config(args: argparse.Namespace, **fields: Any) -> StreamConfig:
@@ -122,6 +125,8 @@ def stream_config(args: argparse.Namespace, **fields: Any) -> StreamConfig:
 
     if args.encoder_pad is not None:
         fields.setdefault("encoder_pad", args.encoder_pad)
+    if args.max_hold is not None:
+        fields.setdefault("max_hold", args.max_hold or None)
     beams = args.final_beam_size
     if beams is None and getattr(args, "compute_device", "cpu") != "cpu":
         beams = 1  # a beam search runs alone and eagerly: on a GPU it would hold up the batched graph steps

@@ -94,6 +94,16 @@ class StreamConfig:
     # words, int8): 79 streamed errors greedy, 73 with 3 beams, 67 with 5 (offline greedy: 60), for
     # ~1.3-1.8x the final decode's time (bench/final_decode.py).
     final_beam_size: int | None = 5
+    # A word the hypotheses still have not settled ``max_hold`` seconds after it ended (they keep hearing it,
+    # or a word before it, differently: "mended nets", "mended, it's", "mendedness" in turn) is settled by
+    # a decode like the final one (its beam search, no draft), which commits the words that end
+    # ``hold_margin`` before the audio it heard. Agreement alone held whole sentences behind one
+    # knife-edge word until the utterance ended (5-7 s). bench/replay.py --phases 0,0.1,0.2 (five sets,
+    # 1737 words): committed median/p90 0.80/1.46-1.50 s against 0.87-1.01/2.36-2.42 s, 203 streamed errors
+    # against 216; a 1.0 s hold: p90 1.23 s, but 76 errors against 64 at the first offset. Two hypotheses
+    # must disagree first: a stream decoded seldom settled on one decode's beams, which lost an opening "And".
+    max_hold: float | None = 1.5  # None: such words wait for agreement or for the utterance's end
+    hold_margin: float = 0.5
     max_tokens_per_second: float = 8.0
     min_word_probability: float = 0.1  # a hypothesis whose every word is less likely is noise
     # AlignAtt: a word this likely, which the alignment heads place this long before the end of the
@@ -138,6 +148,7 @@ class WindowJob:
     draft: tuple[int, ...] = ()  # the tokens the last hypothesis had after the prefix (a decoding draft)
     align_from: float = 0.0  # seconds into the window where the committed words end (new words come after)
     beam_size: int | None = None  # beam search rather than greedy decoding (at temperature 0)
+    settle: bool = False  # a settling decode: it commits what it hears ``hold_margin`` before its end
 
     @property
     def end(self) -> int:
@@ -364,18 +375,28 @@ class StreamSession:
         # pass over all its tokens, and int8 linears quantise a pass's activations with one scale, so
         # the logits differ a little from a token-by-token decode; the committing decode is the one that
         # must match offline transcription ("ill-disposed", not "old-sposed", on knife-edge words).
-        if config.draft and temperature == 0 and self._history and not final:
+        settle = not final and self._held_too_long(end)
+        if config.draft and temperature == 0 and self._history and not final and not settle:
             draft = tuple(t for w in self._history[-1].words for t in w.tokens)
         job = WindowJob(
             id=next(_job_ids), start=start, audio=self.ring.view(start, end), prompt=prompt, prefix=prefix,
             language=self.language, task=config.task, temperature=temperature, sample_len=sample_len, final=final,
             encoder_seconds=config.encoder_seconds(seconds, final), draft=draft,
             align_from=max(0.0, self._last_end - start / SAMPLE_RATE),
-            beam_size=config.final_beam_size if final and temperature == 0 else None,
+            beam_size=config.final_beam_size if (final or settle) and temperature == 0 else None, settle=settle,
         )
         self._in_flight = job
         self._last_job_end = end
         return job
+
+    def _held_too_long(self, end: int) -> bool:
+        """Two hypotheses or more have not settled on the last one's first word (the oldest not committed),
+        which ended ``max_hold`` or more before sample ``end``. (One hypothesis is no disagreement: a stream
+        decoded seldom, under load, waits for a second as before.)"""
+        hold = self.config.max_hold
+        if hold is None or len(self._history) < 2 or not self._history[-1].words:
+            return False
+        return end / SAMPLE_RATE - self._history[-1].words[0].end >= hold
 
     # -- results in ---------------------------------------------------------------------------------
 
@@ -524,6 +545,9 @@ class StreamSession:
     def _commit_agreed(self, job: WindowJob, words: list[Word]) -> list[Event]:
         config = self.config
         n = self._settled(job, words)
+        if job.settle:  # what the settling decode hears well before the end of its audio
+            limit = job.end / SAMPLE_RATE - config.hold_margin
+            n = max(n, sum(1 for w in words if w.end <= limit))
         forced = job.end - self._own_start > config.max_window * SAMPLE_RATE
         if forced:  # too long uncommitted: commit all but the words of the last second
             limit = job.end / SAMPLE_RATE - 1.0

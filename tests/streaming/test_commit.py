@@ -1,4 +1,5 @@
-"""The commit rules on hand-made hypotheses over real speech: agreement, unlikely words, AlignAtt."""
+"""The commit rules on hand-made hypotheses over real speech: agreement, unlikely words, AlignAtt, settling
+decodes."""
 
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ def decode_at(session: StreamSession, seconds: float, result: DecodingResult) ->
     return [e for e in session.complete(job, result) if isinstance(e, Final)]
 
 
-CONFIG = StreamConfig(first_commit_audio=0.0, align_probability=1.1)  # AlignAtt off unless a test turns it on
+# AlignAtt and settling decodes off unless a test turns them on
+CONFIG = StreamConfig(first_commit_audio=0.0, align_probability=1.1, max_hold=None)
 
 
 def test_likely_words_two_hypotheses_agree_on_are_committed():
@@ -147,3 +149,35 @@ def test_due_says_whether_next_job_would_make_a_job_and_changes_nothing():
             kinds.append(job.final)
             session.complete(job, hypothesis())
     assert kinds.count(False) > 5 and kinds[-1] is True  # partial decodes, then the final one
+
+
+def test_a_word_the_hypotheses_keep_disagreeing_on_is_settled_by_a_beam_search_after_the_longest_hold():
+    """tiny.en on harbor: "mended nets", "mended, it's", "mendedness" in turn, with the same words after
+    them: agreement alone held the whole sentence until the utterance ended."""
+    session = StreamSession(replace(CONFIG, max_hold=1.5, hold_margin=0.5))
+    nets = (("nets", 0.2, 0.5, 0.3), ("hung", 0.5, 0.9, 0.95), ("riding", 0.9, 1.3, 0.95))
+    its = (("it's", 0.2, 0.5, 0.4), *nets[1:])
+    for t, words in ((1.2, nets), (1.5, its), (1.8, nets)):
+        assert decode_at(session, t, hypothesis(*words)) == []  # the first word is never agreed on
+    session.feed(AUDIO[int(1.8 * 16000) : int(2.2 * 16000)])  # "nets" ended 1.5 s before
+    job = session.next_job()
+    assert job is not None and not job.final
+    assert job.beam_size == CONFIG.final_beam_size and job.draft == ()  # decoded as a final is
+    more = (*its, ("along", 1.5, 1.9, 0.95))
+    finals = [e for e in session.complete(job, hypothesis(*more)) if isinstance(e, Final)]
+    # what ends 0.5 s before the end of the audio is committed; "along" waits
+    assert [w.word for f in finals for w in f.words] == [" it's", " hung", " riding"]
+
+
+def test_no_settling_decode_while_the_hypotheses_commit_their_words():
+    session = StreamSession(replace(CONFIG, max_hold=1.5))
+    words = [(f"word{k}", 0.1 + 0.3 * k, 0.3 + 0.3 * k, 0.9) for k in range(20)]
+    committed = 0
+    for t in (1.2, 1.5, 1.8, 2.1, 2.4, 2.7, 3.0, 3.3, 3.6):
+        session.feed(AUDIO[int(session.time * 16000) : int(t * 16000)])
+        job = session.next_job()
+        assert job is not None and job.beam_size is None  # greedy partial decodes only
+        heard = [w for w in words if w[2] <= t - 0.3][len(job.prefix) :]
+        events = session.complete(job, hypothesis(*heard))
+        committed += sum(len(e.words) for e in events if isinstance(e, Final))
+    assert committed >= 6  # so no word waited long
