@@ -98,10 +98,11 @@ class StreamConfig:
     # or a word before it, differently: "mended nets", "mended, it's", "mendedness" in turn) is settled by
     # a decode like the final one (its beam search, no draft), which commits the words that end
     # ``hold_margin`` before the audio it heard. Agreement alone held whole sentences behind one
-    # knife-edge word until the utterance ended (5-7 s). bench/replay.py --phases 0,0.1,0.2 (five sets,
-    # 1737 words): committed median/p90 0.80/1.46-1.50 s against 0.87-1.01/2.36-2.42 s, 203 streamed errors
-    # against 216; a 1.0 s hold: p90 1.23 s, but 76 errors against 64 at the first offset. Two hypotheses
-    # must disagree first: a stream decoded seldom settled on one decode's beams, which lost an opening "And".
+    # knife-edge word until the utterance ended (5-7 s). bench/replay.py --phases 0,0.2 (five sets, 2 x
+    # 579 words): committed median/p90 0.82-0.89/1.62-1.93 s against 0.87-1.01/2.36-2.53 s without, 124
+    # streamed errors against 143. Two hypotheses must disagree first, over an utterance that has
+    # committed words of its own (see _held_too_long): settling openings too gave p90 1.46-1.50 s, but
+    # lost a quiet opening "And" (a 1.0 s hold: p90 1.23 s, and 76 errors against 64 at offset 0).
     max_hold: float | None = 1.5  # None: such words wait for agreement or for the utterance's end
     hold_margin: float = 0.5
     max_tokens_per_second: float = 8.0
@@ -391,10 +392,13 @@ class StreamSession:
 
     def _held_too_long(self, end: int) -> bool:
         """Two hypotheses or more have not settled on the last one's first word (the oldest not committed),
-        which ended ``max_hold`` or more before sample ``end``. (One hypothesis is no disagreement: a stream
-        decoded seldom, under load, waits for a second as before.)"""
+        which ended ``max_hold`` or more before sample ``end``, and the utterance has committed words of its
+        own. (One hypothesis is no disagreement: a stream decoded seldom, under load, waits for a second as
+        before. An utterance's opening keeps the cold span: a beam search over its first second or two
+        drops a quiet first word, "And Mr. John Dashwood" as "Mr. John Dashwood", which the final, over
+        the whole utterance, keeps.)"""
         hold = self.config.max_hold
-        if hold is None or len(self._history) < 2 or not self._history[-1].words:
+        if hold is None or self._fresh or len(self._history) < 2 or not self._history[-1].words:
             return False
         return end / SAMPLE_RATE - self._history[-1].words[0].end >= hold
 

@@ -155,16 +155,18 @@ def test_a_word_the_hypotheses_keep_disagreeing_on_is_settled_by_a_beam_search_a
     """tiny.en on harbor: "mended nets", "mended, it's", "mendedness" in turn, with the same words after
     them: agreement alone held the whole sentence until the utterance ended."""
     session = StreamSession(replace(CONFIG, max_hold=1.5, hold_margin=0.5))
-    nets = (("nets", 0.2, 0.5, 0.3), ("hung", 0.5, 0.9, 0.95), ("riding", 0.9, 1.3, 0.95))
-    its = (("it's", 0.2, 0.5, 0.4), *nets[1:])
-    for t, words in ((1.2, nets), (1.5, its), (1.8, nets)):
-        assert decode_at(session, t, hypothesis(*words)) == []  # the first word is never agreed on
+    mended = ("mended", 0.0, 0.15, 0.95)  # committed at the second hypothesis
+    nets = (mended, ("nets", 0.2, 0.5, 0.3), ("hung", 0.5, 0.9, 0.95), ("riding", 0.9, 1.3, 0.95))
+    its = (mended, ("it's", 0.2, 0.5, 0.4), *nets[2:])
+    decode_at(session, 1.2, hypothesis(*nets))
+    assert [w.word for f in decode_at(session, 1.5, hypothesis(*its)) for w in f.words] == [" mended"]
+    assert decode_at(session, 1.8, hypothesis(*nets)) == []  # the second word is never agreed on
     session.feed(AUDIO[int(1.8 * 16000) : int(2.2 * 16000)])  # "nets" ended 1.5 s before
     job = session.next_job()
     assert job is not None and not job.final
     assert job.beam_size == CONFIG.final_beam_size and job.draft == ()  # decoded as a final is
-    more = (*its, ("along", 1.5, 1.9, 0.95))
-    finals = [e for e in session.complete(job, hypothesis(*more)) if isinstance(e, Final)]
+    more = hypothesis(*its[1:], ("along", 1.5, 1.9, 0.95))  # the engine leaves the forced "mended" out
+    finals = [e for e in session.complete(job, more) if isinstance(e, Final)]
     # what ends 0.5 s before the end of the audio is committed; "along" waits
     assert [w.word for f in finals for w in f.words] == [" it's", " hung", " riding"]
 
@@ -181,3 +183,26 @@ def test_no_settling_decode_while_the_hypotheses_commit_their_words():
         events = session.complete(job, hypothesis(*heard))
         committed += sum(len(e.words) for e in events if isinstance(e, Final))
     assert committed >= 6  # so no word waited long
+
+
+def test_a_word_only_one_hypothesis_has_heard_waits_for_a_second_not_a_settling_decode():
+    """A stream decoded seldom (under load, or paced faster than real time) has one hypothesis of a word
+    long after it ended: one decode is no disagreement, and a second greedy one may agree with it."""
+    session = StreamSession(replace(CONFIG, max_hold=1.5, align_probability=0.9, align_margin=0.7))
+    words = (("the", 0.0, 0.15, 0.95), ("and", 0.2, 0.5, 0.07), ("mister", 0.5, 1.0, 0.7))
+    finals = decode_at(session, 1.2, hypothesis(*words))  # AlignAtt commits "the" from it alone
+    assert [w.word for f in finals for w in f.words] == [" the"]
+    session.feed(AUDIO[int(1.2 * 16000) : int(3.0 * 16000)])  # "and" ended 2.3 s before
+    job = session.next_job()
+    assert job is not None and job.beam_size is None and not job.settle
+
+
+def test_the_opening_of_an_utterance_is_not_settled():
+    """Before an utterance commits a word of its own its hypotheses wait the cold span: a beam search
+    over its first seconds dropped a quiet "And" that the final decode keeps."""
+    session = StreamSession(replace(CONFIG, max_hold=1.5))
+    for t, first in ((1.2, "and"), (1.5, "mister"), (1.8, "and")):
+        assert decode_at(session, t, hypothesis((first, 0.2, 0.5, 0.3), ("john", 0.5, 0.9, 0.9))) == []
+    session.feed(AUDIO[int(1.8 * 16000) : int(2.4 * 16000)])  # the first word ended 1.8 s before
+    job = session.next_job()
+    assert job is not None and job.beam_size is None and not job.settle
