@@ -3,6 +3,7 @@
     python bench/replay.py [--sets librivox,cards,harbor,garden,workshop] [--cost 0.25] [--phases 0,0.1,0.2]
     python bench/replay.py --cost 1.5                        # as a stream sharing 2 cores with five others
     python bench/replay.py --config max_hold=None --trace 11:18 --sets librivox   # every decode of a span
+    python bench/replay.py --save DIR                        # each replay's finals, to diff two builds
 
 One stream per set (bench/speech.py), fed in 50 ms frames on a clock that the audio, not the machine,
 advances: a decode starts when the stream asks for one and the inference is free, and its result arrives
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import statistics
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -96,6 +98,7 @@ def main() -> None:
     parser.add_argument("--phases", default="0", help="seconds of silence before each set, one replay each")
     parser.add_argument("--config", default="", help="StreamConfig fields, e.g. 'max_hold=None,hold_margin=0.8'")
     parser.add_argument("--trace", default=None, metavar="FROM:TO", help="print the decodes that end in this span")
+    parser.add_argument("--save", type=Path, default=None, help="write each replay's finals to DIR/SET-PHASE.txt")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -123,6 +126,9 @@ def main() -> None:
             errors, words = errors + wrong, words + len(human)
             for kind, values in record.latency.items():
                 latency.setdefault(kind, []).extend(values)
+            if args.save is not None:
+                args.save.mkdir(parents=True, exist_ok=True)
+                (args.save / f"{name}-{phase:g}.txt").write_text("\n".join(record.finals) + "\n")
             line += f"; phase {phase:g}: WER {100 * wrong / len(human):.1f}% ({wrong})"
         print(line, flush=True)
     every = [x for values in latency.values() for x in values]
