@@ -4,6 +4,7 @@
     python bench/replay.py --cost 1.5                        # as a stream sharing 2 cores with five others
     python bench/replay.py --config max_hold=None --trace 11:18 --sets librivox   # every decode of a span
     python bench/replay.py --save DIR                        # each replay's finals, to diff two builds
+    python bench/replay.py --late 1.5                        # the words committed 1.5 s or more after they ended
 
 One stream per set (bench/speech.py), fed in 50 ms frames on a clock that the audio, not the machine,
 advances: a decode starts when the stream asks for one and the inference is free, and its result arrives
@@ -47,6 +48,7 @@ FRAME = SAMPLE_RATE // 20
 class Replay:
     refs: list[RefWord]
     trace: tuple[float, float] | None = None
+    late: float | None = None  # print each word committed this long or longer after it ended
     finals: list[str] = field(default_factory=list)
     latency: dict[str, list[float]] = field(default_factory=dict)  # by the kind of decode that committed
 
@@ -59,7 +61,11 @@ class Replay:
             for w in e.words:
                 unseen = [r for r in self.refs if r.final_seen is None]
                 mark_seen(self.refs, w.word, w.start, arrived, True)
-                self.latency.setdefault(kind, []).extend(arrived - r.end for r in unseen if r.final_seen is not None)
+                waits = [arrived - r.end for r in unseen if r.final_seen is not None]
+                self.latency.setdefault(kind, []).extend(waits)
+                if self.late is not None and waits and max(waits) >= self.late:
+                    print(f"  late: {w.word.strip()!r} ended {w.end:.2f} s, committed {max(waits):.2f} s after, "
+                          f"by a {kind} decode of {job.start / SAMPLE_RATE:.2f}-{job.end / SAMPLE_RATE:.2f} s")
         if self.trace and self.trace[0] <= job.end / SAMPLE_RATE <= self.trace[1]:
             heard = " ".join(f"{w.word.strip()}({w.probability:.2f})" for w in result.words or [])
             print(f"  [{job.start / SAMPLE_RATE:.2f}-{job.end / SAMPLE_RATE:.2f} s {kind}] {heard}")
@@ -98,6 +104,8 @@ def main() -> None:
     parser.add_argument("--phases", default="0", help="seconds of silence before each set, one replay each")
     parser.add_argument("--config", default="", help="StreamConfig fields, e.g. 'max_hold=None,hold_margin=0.8'")
     parser.add_argument("--trace", default=None, metavar="FROM:TO", help="print the decodes that end in this span")
+    parser.add_argument("--late", type=float, default=None, metavar="SECONDS",
+                        help="print each word committed this long or longer after it ended")
     parser.add_argument("--save", type=Path, default=None, help="write each replay's finals to DIR/SET-PHASE.txt")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads")
     args = parser.parse_args()
@@ -120,7 +128,7 @@ def main() -> None:
         for phase in (float(p) for p in args.phases.split(",")):
             silence = np.zeros(round(phase * SAMPLE_RATE), np.float32)
             shifted = [RefWord(r.key, r.start + phase, r.end + phase) for r in refs]
-            record = Replay(shifted, trace=trace)
+            record = Replay(shifted, trace=trace, late=args.late)
             replay(engine, np.concatenate([silence, prog.audio]), config, args.cost, record)
             wrong = word_errors(human, normalize_words(" ".join(record.finals)))
             errors, words = errors + wrong, words + len(human)

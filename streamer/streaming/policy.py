@@ -29,6 +29,12 @@ def agreed_prefix(previous: Sequence[Word], current: Sequence[Word]) -> int:
     return n
 
 
+def ending_by(words: Sequence[Word], limit: float) -> int:
+    """How many words end at or before ``limit`` (seconds): the prefix a rule that commits what was
+    heard well before the end of the audio may take (words are in order)."""
+    return sum(1 for w in words if w.end <= limit)
+
+
 def find_loop(
     tokens: Sequence[int], fresh_from: int = 0, max_ngram: int = 16, long_ngram: int = 6
 ) -> int | None:

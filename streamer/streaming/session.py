@@ -30,7 +30,7 @@ import numpy as np
 from streamer import N_SAMPLES, SAMPLE_RATE
 from streamer.errors import StreamerError
 from streamer.streaming.events import Event, Final, Partial, UtteranceEnd, Word
-from streamer.streaming.policy import agreed_prefix, find_loop, word_key
+from streamer.streaming.policy import agreed_prefix, ending_by, find_loop, word_key
 from streamer.streaming.ring import BufferFull, RingBuffer
 from streamer.streaming.segmenter import SpeechEnd, SpeechStart, VadSegmenter
 
@@ -549,16 +549,15 @@ class StreamSession:
     def _commit_agreed(self, job: WindowJob, words: list[Word]) -> list[Event]:
         config = self.config
         n = self._settled(job, words)
+        audio_end = job.end / SAMPLE_RATE
         if job.settle:  # what the settling decode hears well before the end of its audio
-            limit = job.end / SAMPLE_RATE - config.hold_margin
-            n = max(n, sum(1 for w in words if w.end <= limit))
+            n = max(n, ending_by(words, audio_end - config.hold_margin))
         forced = job.end - self._own_start > config.max_window * SAMPLE_RATE
         if forced:  # too long uncommitted: commit all but the words of the last second
-            limit = job.end / SAMPLE_RATE - 1.0
-            n = max(n, sum(1 for w in words if w.end <= limit))
+            n = max(n, ending_by(words, audio_end - 1.0))
         if self._fresh and job.end - self._own_start < config.first_commit_audio * SAMPLE_RATE:
             n = 0
-        margin_end = job.end / SAMPLE_RATE - config.commit_margin
+        margin_end = audio_end - config.commit_margin
         while n > 0 and words[n - 1].end > margin_end:
             n -= 1
         if 0 < n == len(words) and not forced and words[-1].word.rstrip()[-1:] in ".?!,;:":
@@ -571,8 +570,8 @@ class StreamSession:
         events = self._commit(committed)
         tail = words[len(committed) :]
         self._rebase_history(committed)
-        self._history.append(Hypothesis(job.end / SAMPLE_RATE, tuple(tail)))
-        self._forget_old_hypotheses(job.end / SAMPLE_RATE)
+        self._history.append(Hypothesis(audio_end, tuple(tail)))
+        self._forget_old_hypotheses(audio_end)
         events += self._show(tail)
         if forced and not committed:  # the model hears no words in a long window: let its older part go
             self._window_start = self._own_start = max(self._own_start, job.end - SAMPLE_RATE)

@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamer.streaming.events import Word
-from streamer.streaming.policy import agreed_prefix, find_loop, word_key
+from streamer.streaming.policy import agreed_prefix, ending_by, find_loop, word_key
 
 
 def words(*texts: str) -> list[Word]:
@@ -19,6 +19,13 @@ def test_agreement_ignores_case_and_punctuation():
 def test_agreement_stops_at_the_first_difference():
     assert agreed_prefix(words("ten", "of", "clothes"), words("ten", "of", "clubs")) == 2
     assert agreed_prefix([], words("a")) == 0
+
+
+def test_ending_by_counts_the_words_that_end_by_the_limit():
+    heard = words("the", "sea", "looked", "grey")  # they end at 0.5, 1.5, 2.5 and 3.5 s
+    assert ending_by(heard, 2.5) == 3
+    assert ending_by(heard, 2.49) == 2
+    assert ending_by(heard, 0.1) == 0
 
 
 def test_no_loop_in_ordinary_text():
