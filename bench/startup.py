@@ -4,7 +4,9 @@
 
 Each figure is the wall time of a fresh process (best of ``--repeat``, warm page cache):
 - ``streamer --help`` and ``streamer --version``;
-- ``streamer transcribe FILE`` (text out) and, when faster-whisper is installed (``pip install
+- ``streamer transcribe FILE`` (text out), then where a fresh process's time goes: the interpreter, importing
+  torch, streamer's modules, loading the model, int8 quantisation (CPU), reading the audio, transcribing
+  (each step's best over ``--repeat`` processes); and, when faster-whisper is installed (``pip install
   'streamer[bench]'``), the same file through faster-whisper int8 greedy with the same weights and
   threads, as a whole ``python -c`` process, with the ratio and both texts' WER against each other;
 - ``streamer serve``: time from the process start to ``/healthz`` answering 200 (liveness) and to
@@ -39,6 +41,46 @@ model = WhisperModel(sys.argv[2], device="cpu", compute_type="int8", cpu_threads
 segments, _ = model.transcribe(sys.argv[1], beam_size=1, language="en")
 print("".join(s.text for s in segments).strip())
 """
+
+# The steps of ``streamer transcribe FILE`` in one fresh process, each timed (seconds, one line).
+STEPS = """
+import time
+began = time.perf_counter()
+import torch
+torch_done = time.perf_counter()
+torch.set_num_threads({threads})
+from streamer.audio import load_audio
+from streamer.decoding.transcribe import transcribe
+from streamer.engine import apply_compute_type
+from streamer.model.loading import load_model
+modules = time.perf_counter()
+loaded = load_model("tiny.en", device="{device}")
+loaded_at = time.perf_counter()
+apply_compute_type(loaded, "{compute_type}")
+quantised = time.perf_counter()
+audio = load_audio("{clip}")
+read = time.perf_counter()
+transcribe(loaded.model, loaded.tokenizer, audio)
+if "{device}" == "cuda":
+    torch.cuda.synchronize()
+done = time.perf_counter()
+print(torch_done - began, modules - torch_done, loaded_at - modules, quantised - loaded_at, read - quantised,
+      done - read)
+"""
+STEP_NAMES = ("import torch", "streamer modules", "load model", "compute type", "read audio", "transcribe")
+
+
+def steps(clip: Path, device: str, threads: int, repeat: int) -> str:
+    """Where a fresh ``streamer transcribe`` process spends its time: each step's best over ``repeat``."""
+    compute_type = "int8" if device == "cpu" else "float16"
+    interpreter, _ = timed([sys.executable, "-c", "pass"], repeat)
+    code = STEPS.format(threads=threads, device=device, compute_type=compute_type, clip=clip)
+    best = [float("inf")] * len(STEP_NAMES)
+    for _ in range(repeat):
+        _, out = timed([sys.executable, "-c", code], 1)
+        best = [min(b, float(x)) for b, x in zip(best, out.split(), strict=True)]
+    parts = [f"python {interpreter:.2f}"] + [f"{name} {t:.2f}" for name, t in zip(STEP_NAMES, best, strict=True)]
+    return ", ".join(parts) + " s"
 
 
 def timed(command: list[str], repeat: int) -> tuple[float, str]:
@@ -116,6 +158,7 @@ def main() -> None:
         ours, text = timed([*streamer, "transcribe", str(clip), "--device", args.device, "--threads",
                             str(args.threads)], args.repeat)
         print(f"streamer transcribe ({args.device}): {ours:.2f} s, {seconds / ours:.0f}x real time")
+        print(f"  its steps: {steps(clip, args.device, args.threads, args.repeat)}")
         if args.device == "cpu":
             try:
                 import faster_whisper  # noqa: F401

@@ -29,6 +29,16 @@ def test_transcribe_prints_text() -> None:
     assert proc.stderr == ""
 
 
+def test_a_transcribe_process_leaves_its_files_and_log_complete(tmp_path: Path) -> None:
+    """The program skips the interpreter's teardown after a one-shot command: what it wrote is all there."""
+    clip = FIXTURES / "sense_and_sensibility_01_austen_64kb-0870.wav"
+    proc = run_cli("-v", "transcribe", str(clip), "--format", "srt", "--output-dir", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    written = tmp_path / f"{clip.stem}.srt"
+    assert proc.stderr.rstrip().endswith(f"wrote {written}")
+    assert "dashwood" in normalize(" ".join(c[3] for c in parse_srt(written.read_text())))
+
+
 @pytest.mark.parametrize(
     ("name", "message"),
     [

@@ -1,5 +1,3 @@
-import sys
+from streamer.cli import run
 
-from streamer.cli import main
-
-sys.exit(main())
+run()

@@ -58,7 +58,7 @@ def add(sub: argparse._SubParsersAction[Parser]) -> None:
         "--progress", action=argparse.BooleanOptionalAction, default=None,
         help="progress bar on stderr for audio over a minute (default: when stderr is a terminal)",
     )
-    t.set_defaults(run=run)
+    t.set_defaults(run=run, one_shot=True)
 
 
 class ProgressBar:
