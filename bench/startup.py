@@ -44,6 +44,7 @@ print("".join(s.text for s in segments).strip())
 
 # The steps of ``streamer transcribe FILE`` in one fresh process, each timed (seconds, one line).
 STEPS = """
+import sys
 import time
 began = time.perf_counter()
 import torch
@@ -58,7 +59,7 @@ loaded = load_model("tiny.en", device="{device}")
 loaded_at = time.perf_counter()
 apply_compute_type(loaded, "{compute_type}")
 quantised = time.perf_counter()
-audio = load_audio("{clip}")
+audio = load_audio(sys.argv[1])
 read = time.perf_counter()
 transcribe(loaded.model, loaded.tokenizer, audio)
 if "{device}" == "cuda":
@@ -74,10 +75,10 @@ def steps(clip: Path, device: str, threads: int, repeat: int) -> str:
     """Where a fresh ``streamer transcribe`` process spends its time: each step's best over ``repeat``."""
     compute_type = "int8" if device == "cpu" else "float16"
     interpreter, _ = timed([sys.executable, "-c", "pass"], repeat)
-    code = STEPS.format(threads=threads, device=device, compute_type=compute_type, clip=clip)
+    code = STEPS.format(threads=threads, device=device, compute_type=compute_type)
     best = [float("inf")] * len(STEP_NAMES)
     for _ in range(repeat):
-        _, out = timed([sys.executable, "-c", code], 1)
+        _, out = timed([sys.executable, "-c", code, str(clip)], 1)
         best = [min(b, float(x)) for b, x in zip(best, out.split(), strict=True)]
     parts = [f"python {interpreter:.2f}"] + [f"{name} {t:.2f}" for name, t in zip(STEP_NAMES, best, strict=True)]
     return ", ".join(parts) + " s"

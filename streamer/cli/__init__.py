@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from streamer import __version__
 from streamer.cli import dictate, listen, mic, serve, transcribe
@@ -50,7 +51,7 @@ def main(argv: Sequence[str] | None = None, quick_exit: bool = False) -> int:
     return code
 
 
-def exit_now(code: int) -> None:
+def exit_now(code: int) -> NoReturn:
     """End the process without the interpreter's teardown: after ``import torch`` it takes 0.4-0.5 s
     on two cores (finalising torch's thousands of objects and modules), a sixth of a short
     ``streamer transcribe``. Only for a command that has finished its work: its output is flushed and
