@@ -166,6 +166,17 @@ def test_max_hold_sets_how_long_a_word_waits_for_agreement(argv: list[str], hold
     assert stream_config(args).max_hold == hold
 
 
+@pytest.mark.parametrize(
+    ("argv", "hold"), [([], 1.0), (["--majority-hold", "1.5"], 1.5), (["--majority-hold", "0"], None)]
+)
+def test_majority_hold_sets_when_most_hypotheses_decide(argv: list[str], hold: float | None) -> None:
+    from streamer.cli import build_parser
+    from streamer.cli.common import stream_config
+
+    args = build_parser().parse_args(["serve", *argv])
+    assert stream_config(args).majority_hold == hold
+
+
 @pytest.mark.parametrize(("value", "rows"), [(None, 5), (7, 7), (1, 4)])
 def test_the_cpu_engine_has_a_row_for_each_beam_of_a_final_decode_and_one_window(value: int | None, rows: int) -> None:
     import torch

@@ -117,6 +117,9 @@ def add_stream_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-hold", type=non_negative_float, default=None, metavar="SECONDS",
                    help="the longest a heard word waits for the re-decodes to agree on it before a decode like the "
                    "final one settles it (default 1.5; 0: until the utterance ends)")
+    p.add_argument("--majority-hold", type=non_negative_float, default=None, metavar="SECONDS",
+                   help="how long after it ended a word the re-decodes dispute is committed as most of them have "
+                   "it (default 1.0; 0: no majority)")
 
 
 def stream_config(args: argparse.Namespace, **fields: Any) -> StreamConfig:
@@ -127,6 +130,8 @@ def stream_config(args: argparse.Namespace, **fields: Any) -> StreamConfig:
         fields.setdefault("encoder_pad", args.encoder_pad)
     if args.max_hold is not None:
         fields.setdefault("max_hold", args.max_hold or None)
+    if getattr(args, "majority_hold", None) is not None:
+        fields.setdefault("majority_hold", args.majority_hold or None)
     beams = args.final_beam_size
     if beams is None and getattr(args, "compute_device", "cpu") != "cpu":
         beams = 1  # a beam search runs alone and eagerly: on a GPU it would hold up the batched graph steps

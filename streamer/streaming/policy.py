@@ -29,6 +29,19 @@ def agreed_prefix(previous: Sequence[Word], current: Sequence[Word]) -> int:
     return n
 
 
+def majority_prefix(earlier: Sequence[Sequence[Word]], current: Sequence[Word], min_voters: int) -> int:
+    """How many leading words of ``current`` more than half of the hypotheses (``earlier`` and ``current``
+    itself) begin with; 0 if there are fewer than ``min_voters`` of them."""
+    voters = len(earlier) + 1
+    if voters < min_voters:
+        return 0
+    shared = [agreed_prefix(h, current) for h in earlier]
+    n = 0
+    while n < len(current) and 2 * (1 + sum(s > n for s in shared)) > voters:
+        n += 1
+    return n
+
+
 def ending_by(words: Sequence[Word], limit: float) -> int:
     """How many words end at or before ``limit`` (seconds): the prefix a rule that commits what was
     heard well before the end of the audio may take (words are in order)."""

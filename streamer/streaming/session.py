@@ -30,7 +30,7 @@ import numpy as np
 from streamer import N_SAMPLES, SAMPLE_RATE
 from streamer.errors import StreamerError
 from streamer.streaming.events import Event, Final, Partial, UtteranceEnd, Word
-from streamer.streaming.policy import agreed_prefix, ending_by, find_loop, word_key
+from streamer.streaming.policy import agreed_prefix, ending_by, find_loop, majority_prefix, word_key
 from streamer.streaming.ring import BufferFull, RingBuffer
 from streamer.streaming.segmenter import SpeechEnd, SpeechStart, VadSegmenter
 
@@ -101,10 +101,22 @@ class StreamConfig:
     # knife-edge word until the utterance ended (5-7 s). bench/replay.py --phases 0,0.2 (five sets, 2 x
     # 579 words): committed median/p90 0.82-0.89/1.62-1.93 s against 0.87-1.01/2.36-2.53 s without, 124
     # streamed errors against 143. Two hypotheses must disagree first, over an utterance that has
-    # committed words of its own (see _held_too_long): settling openings too gave p90 1.46-1.50 s, but
+    # committed words of its own (openings: see majority_hold): settling any opening gave p90 1.46-1.50 s, but
     # lost a quiet opening "And" (a 1.0 s hold: p90 1.23 s, and 76 errors against 64 at offset 0).
     max_hold: float | None = 1.5  # None: such words wait for agreement or for the utterance's end
     hold_margin: float = 0.5
+    # Majority: a word the hypotheses still dispute ``majority_hold`` after it ended (the newest one's first
+    # not committed) is committed, with the words before and after it, as most of the hypotheses of the
+    # last ``cold_span`` have it: at least ``majority_voters`` of them, the newest among them, so not in a
+    # stream decoded seldom (under load, or faster than real time). An utterance's opening is settled
+    # instead, once, by a settling decode that commits what both its beams and most hypotheses begin with:
+    # 0870's quiet "And", in 15 of 21 hypotheses, held the sentence 4-6.5 s, while most of 0890's heard
+    # "I'd less" for "Unless", which the beams (and the final) keep. bench/replay.py --phases 0,0.1,0.2:
+    # 196 streamed errors against 195 without (majority_hold=None), committed p90 1.57/1.45/1.48 s
+    # against 1.77/1.60/1.79 s; a majority of partial decodes for openings too, 195 errors and p90
+    # 1.48/1.43/1.46 s, but "I'd less" in 0890 (an accuracy test on two of CI's three kernel sets).
+    majority_hold: float | None = 1.0  # None: no majority rule
+    majority_voters: int = 4
     max_tokens_per_second: float = 8.0
     min_word_probability: float = 0.1  # a hypothesis whose every word is less likely is noise
     # AlignAtt: a word this likely, which the alignment heads place this long before the end of the
@@ -191,6 +203,7 @@ class StreamSession:
         self._own_start = 0  # the sample where the current utterance's own audio begins in the window
         self._history: deque[Hypothesis] = deque(maxlen=16)  # this utterance's recent hypotheses, newest last
         self._openings: set[str] = set()  # first words the utterance's hypotheses began with, until a commit
+        self._opening_settled = False  # a settling decode has tried the disputed opening, until a commit
         self._last_job_end = 0
         self._in_flight: WindowJob | None = None
         self._attempts: list[tuple[DecodingResult, int | None]] = []  # a final's tries: result, loop start
@@ -394,13 +407,27 @@ class StreamSession:
         """Two hypotheses or more have not settled on the last one's first word (the oldest not committed),
         which ended ``max_hold`` or more before sample ``end``, and the utterance has committed words of its
         own. (One hypothesis is no disagreement: a stream decoded seldom, under load, waits for a second as
-        before. An utterance's opening keeps the cold span: a beam search over its first second or two
-        drops a quiet first word, "And Mr. John Dashwood" as "Mr. John Dashwood", which the final, over
-        the whole utterance, keeps.)"""
+        before.) An utterance's opening is settled once, when most hypotheses agree on it (``_opening_vote``)."""
         hold = self.config.max_hold
-        if hold is None or self._fresh or len(self._history) < 2 or not self._history[-1].words:
+        if hold is None or len(self._history) < 2 or not self._history[-1].words:
             return False
+        if self._fresh:
+            return not self._opening_settled and self._opening_vote(end / SAMPLE_RATE) > 0
         return end / SAMPLE_RATE - self._history[-1].words[0].end >= hold
+
+    def _opening_vote(self, now: float, words: Sequence[Word] | None = None) -> int:
+        """How many leading words of ``words`` (default: the newest hypothesis) begin most of the
+        hypotheses of the last ``cold_span`` before ``now`` of an opening whose hypotheses have begun
+        differently, once the first of them ended ``majority_hold`` before ``now``; 0 if none."""
+        config = self.config
+        if config.majority_hold is None or len(self._openings) < 2:
+            return 0
+        recent = [h.words for h in self._history if h.end >= now - config.cold_span]
+        if words is None:
+            words, recent = recent[-1], recent[:-1]
+        if not words or words[0].end > now - config.majority_hold:
+            return 0
+        return majority_prefix(recent, words, config.majority_voters)
 
     # -- results in ---------------------------------------------------------------------------------
 
@@ -484,6 +511,7 @@ class StreamSession:
         if not words:
             return []
         self._openings.clear()
+        self._opening_settled = False
         self._committed.extend(words)
         self._last_end = words[-1].end
         self.committed_words += len(words)
@@ -510,6 +538,7 @@ class StreamSession:
         self._committed.clear()
         self._history.clear()
         self._openings.clear()
+        self._opening_settled = False
         self._segments.popleft()
         self._window_start = None
         if self._segments:
@@ -550,8 +579,17 @@ class StreamSession:
         config = self.config
         n = self._settled(job, words)
         audio_end = job.end / SAMPLE_RATE
-        if job.settle:  # what the settling decode hears well before the end of its audio
-            n = max(n, ending_by(words, audio_end - config.hold_margin))
+        hold = config.majority_hold
+        fresh = self._fresh
+        if not fresh and hold is not None and words and words[0].end <= audio_end - hold:
+            recent = [h.words for h in self._history if h.end >= audio_end - config.cold_span]
+            n = max(n, majority_prefix(recent, words, config.majority_voters))
+        if job.settle:  # what the settling decode hears well before the end of its audio ...
+            heard = ending_by(words, audio_end - config.hold_margin)
+            if fresh:  # ... and, of an opening, what most hypotheses begin with too
+                self._opening_settled = True
+                heard = min(heard, self._opening_vote(audio_end, words))
+            n = max(n, heard)
         forced = job.end - self._own_start > config.max_window * SAMPLE_RATE
         if forced:  # too long uncommitted: commit all but the words of the last second
             n = max(n, ending_by(words, audio_end - 1.0))

@@ -1,5 +1,5 @@
 """The commit rules on hand-made hypotheses over real speech: agreement, unlikely words, AlignAtt, settling
-decodes."""
+decodes, majority."""
 
 from __future__ import annotations
 
@@ -36,8 +36,8 @@ def decode_at(session: StreamSession, seconds: float, result: DecodingResult) ->
     return [e for e in session.complete(job, result) if isinstance(e, Final)]
 
 
-# AlignAtt and settling decodes off unless a test turns them on
-CONFIG = StreamConfig(first_commit_audio=0.0, align_probability=1.1, max_hold=None)
+# AlignAtt, settling decodes and the majority rule off unless a test turns them on
+CONFIG = StreamConfig(first_commit_audio=0.0, align_probability=1.1, max_hold=None, majority_hold=None)
 
 
 def test_likely_words_two_hypotheses_agree_on_are_committed():
@@ -197,7 +197,7 @@ def test_a_word_only_one_hypothesis_has_heard_waits_for_a_second_not_a_settling_
     assert job is not None and job.beam_size is None and not job.settle
 
 
-def test_the_opening_of_an_utterance_is_not_settled():
+def test_the_opening_of_an_utterance_is_not_settled_without_a_majority():
     """Before an utterance commits a word of its own its hypotheses wait the cold span: a beam search
     over its first seconds dropped a quiet "And" that the final decode keeps."""
     session = StreamSession(replace(CONFIG, max_hold=1.5))
@@ -206,3 +206,71 @@ def test_the_opening_of_an_utterance_is_not_settled():
     session.feed(AUDIO[int(1.8 * 16000) : int(2.4 * 16000)])  # the first word ended 1.8 s before
     job = session.next_job()
     assert job is not None and job.beam_size is None and not job.settle
+
+
+AND = ("and", 0.2, 0.5, 0.2)  # a quiet opening word that some hypotheses leave out
+MISTER, JOHN = ("mister", 0.5, 0.9, 0.9), ("john", 0.9, 1.3, 0.9)
+
+
+def opening_settle(session: StreamSession) -> WindowJob:
+    """tiny.en on 0870: "And Mr. John Dashwood" in 15 of 21 hypotheses, "Mr. John Dashwood" in the others,
+    so agreement over the cold span held the sentence until 6.9 s."""
+    assert decode_at(session, 1.2, hypothesis(AND, MISTER)) == []
+    assert decode_at(session, 1.5, hypothesis(MISTER, JOHN)) == []
+    assert decode_at(session, 1.8, hypothesis(AND, MISTER, JOHN)) == []
+    assert decode_at(session, 2.1, hypothesis(AND, MISTER, JOHN)) == []  # no majority from partials here
+    session.feed(AUDIO[int(2.1 * 16000) : int(2.4 * 16000)])
+    job = session.next_job()
+    assert job is not None and job.settle and job.beam_size == CONFIG.final_beam_size
+    return job
+
+
+def test_an_opening_most_hypotheses_begin_with_is_settled_by_a_beam_search_that_agrees():
+    session = StreamSession(replace(CONFIG, max_hold=1.5, majority_hold=1.0))
+    job = opening_settle(session)
+    beams = hypothesis(AND, MISTER, JOHN, ("had", 1.3, 1.7, 0.9))
+    finals = [e for e in session.complete(job, beams) if isinstance(e, Final)]
+    assert [w.word for f in finals for w in f.words] == [" and", " mister", " john"]  # "had": the beams alone
+
+
+def test_an_opening_the_beam_search_hears_otherwise_than_most_hypotheses_waits_for_the_final():
+    """A beam search over an opening's first seconds dropped the quiet "And" that the final keeps."""
+    session = StreamSession(replace(CONFIG, max_hold=1.5, majority_hold=1.0))
+    job = opening_settle(session)
+    assert not [e for e in session.complete(job, hypothesis(MISTER, JOHN)) if isinstance(e, Final)]
+    session.feed(AUDIO[int(2.4 * 16000) : int(2.7 * 16000)])
+    job = session.next_job()
+    assert job is not None and not job.settle  # settled once
+    assert not [e for e in session.complete(job, hypothesis(AND, MISTER, JOHN)) if isinstance(e, Final)]
+
+
+THE = ("the", 0.0, 0.15, 0.95)
+
+
+def test_a_word_most_hypotheses_have_is_committed_after_the_majority_hold():
+    session = StreamSession(replace(CONFIG, majority_hold=1.0))
+    assert decode_at(session, 0.9, hypothesis(THE)) == []
+    assert [w.word for f in decode_at(session, 1.2, hypothesis(THE, AND, MISTER)) for w in f.words] == [" the"]
+    assert decode_at(session, 1.5, hypothesis(THE, MISTER, JOHN)) == []
+    assert decode_at(session, 1.8, hypothesis(THE, AND, MISTER, JOHN)) == []  # 2 of 4 begin "and"
+    finals = decode_at(session, 2.1, hypothesis(THE, AND, MISTER, JOHN))
+    assert [w.word for f in finals for w in f.words] == [" and", " mister"]  # 3 of 5; "john" 2 of 5
+
+
+def test_no_majority_of_a_stream_decoded_seldom():
+    session = StreamSession(replace(CONFIG, majority_hold=1.0))
+    decode_at(session, 0.6, hypothesis(THE))
+    assert [w.word for f in decode_at(session, 1.4, hypothesis(THE, AND, MISTER)) for w in f.words] == [" the"]
+    assert decode_at(session, 2.2, hypothesis(THE, MISTER, JOHN)) == []
+    assert decode_at(session, 3.0, hypothesis(THE, AND, MISTER, JOHN)) == []  # 2 of the last 2 s's 3
+
+
+def test_no_majority_before_the_disputed_word_is_held_long_enough():
+    session = StreamSession(replace(CONFIG, majority_hold=1.0))
+    late_and = ("and", 0.85, 1.15, 0.2)
+    decode_at(session, 0.6, hypothesis(THE))
+    assert [w.word for f in decode_at(session, 0.9, hypothesis(THE)) for w in f.words] == [" the"]
+    for t, words in ((1.2, (THE, late_and)), (1.5, (THE,)), (1.8, (THE, late_and))):
+        assert decode_at(session, t, hypothesis(*words)) == []
+    assert decode_at(session, 2.1, hypothesis(THE, late_and)) == []  # 3 of 5, but it ended 0.95 s before
+    assert [w.word for f in decode_at(session, 2.4, hypothesis(THE, late_and)) for w in f.words] == [" and"]

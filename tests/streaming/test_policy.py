@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamer.streaming.events import Word
-from streamer.streaming.policy import agreed_prefix, ending_by, find_loop, word_key
+from streamer.streaming.policy import agreed_prefix, ending_by, find_loop, majority_prefix, word_key
 
 
 def words(*texts: str) -> list[Word]:
@@ -26,6 +26,19 @@ def test_ending_by_counts_the_words_that_end_by_the_limit():
     assert ending_by(heard, 2.5) == 3
     assert ending_by(heard, 2.49) == 2
     assert ending_by(heard, 0.1) == 0
+
+
+def test_majority_prefix_is_what_most_hypotheses_begin_with():
+    earlier = [words("And", "Mr.", "John"), words("Mr.", "John"), words("And", "Mr."), words("And", "Mr.", "Jon")]
+    assert majority_prefix(earlier, words("And", "Mr.", "John", "had"), 4) == 2  # 4 of 5 say "And Mr."
+    assert majority_prefix(earlier, words("Mr.", "John", "had"), 4) == 0  # 2 of 5 begin without "And"
+
+
+def test_majority_prefix_needs_enough_voters():
+    earlier = [words("Unless", "to"), words("Unless", "to")]
+    assert majority_prefix(earlier, words("Unless", "to", "be"), 3) == 2
+    assert majority_prefix(earlier, words("Unless", "to", "be"), 4) == 0
+    assert majority_prefix([words("I'd", "less"), words("Unless")], words("Unless", "to"), 3) == 1
 
 
 def test_no_loop_in_ordinary_text():
