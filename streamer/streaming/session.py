@@ -423,7 +423,9 @@ class StreamSession:
         if config.majority_hold is None or len(self._openings) < 2:
             return 0
         recent = [h.words for h in self._history if h.end >= now - config.cold_span]
-        if words is None:
+        if words is None:  # the newest hypothesis, if it is that recent (a stream may be decoded seldom)
+            if not recent:
+                return 0
             words, recent = recent[-1], recent[:-1]
         if not words or words[0].end > now - config.majority_hold:
             return 0

@@ -274,3 +274,12 @@ def test_no_majority_before_the_disputed_word_is_held_long_enough():
         assert decode_at(session, t, hypothesis(*words)) == []
     assert decode_at(session, 2.1, hypothesis(THE, late_and)) == []  # 3 of 5, but it ended 0.95 s before
     assert [w.word for f in decode_at(session, 2.4, hypothesis(THE, late_and)) for w in f.words] == [" and"]
+
+
+def test_an_opening_decoded_seldom_is_not_settled():
+    session = StreamSession(replace(CONFIG, max_hold=1.5, majority_hold=1.0))
+    assert decode_at(session, 1.2, hypothesis(AND, MISTER)) == []
+    assert decode_at(session, 1.5, hypothesis(MISTER, JOHN)) == []
+    session.feed(AUDIO[int(1.5 * 16000) : int(4.0 * 16000)])  # no hypothesis in the last 2 s
+    job = session.next_job()
+    assert job is not None and not job.settle
