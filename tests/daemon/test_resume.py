@@ -211,7 +211,9 @@ async def test_a_session_at_its_length_limit_gets_its_finals_then_1008(engine):
             assert ws.close_code == 1008
         assert events[-1]["type"] == "error" and events[-1]["code"] == "session_too_long"
         text = normalize(finals(events))
-        assert "and mister john dashwood" in text, text  # the first 4 s, committed before the close
+        # the first 4 s, committed before the close (the quiet opening "And", decoded only at the close,
+        # is heard on some CPUs' kernels and not on others)
+        assert "mister john dashwood" in text, text
         assert "power" not in text, text  # said after 4 s
     finally:
         await d.shutdown()

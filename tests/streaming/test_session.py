@@ -188,7 +188,8 @@ def jobs_of_one_utterance(engine, config: StreamConfig, doubtful_final: bool = F
 def test_the_final_decode_of_an_utterance_searches_beams_and_the_others_are_greedy(engine):
     jobs = jobs_of_one_utterance(engine, StreamConfig(final_beam_size=4))
     assert [j.beam_size for j in jobs if j.final] == [4]
-    assert {j.beam_size for j in jobs if not j.final} == {None}
+    assert {j.beam_size for j in jobs if j.settle} <= {4}  # settling decodes are decoded as the final is
+    assert {j.beam_size for j in jobs if not j.final and not j.settle} == {None}
 
 
 def test_a_fallback_final_decode_samples_instead_of_searching_beams(engine):
