@@ -416,11 +416,15 @@ class StreamSession:
         return end / SAMPLE_RATE - self._history[-1].words[0].end >= hold
 
     def _opening_vote(self, now: float, words: Sequence[Word] | None = None) -> int:
+        """``_majority`` for an opening whose hypotheses have begun differently; 0 for any other."""
+        return self._majority(now, words) if len(self._openings) > 1 else 0
+
+    def _majority(self, now: float, words: Sequence[Word] | None = None) -> int:
         """How many leading words of ``words`` (default: the newest hypothesis) begin most of the
-        hypotheses of the last ``cold_span`` before ``now`` of an opening whose hypotheses have begun
-        differently, once the first of them ended ``majority_hold`` before ``now``; 0 if none."""
+        hypotheses of the last ``cold_span`` before ``now``, once the first of them ended ``majority_hold``
+        before ``now``; 0 if none."""
         config = self.config
-        if config.majority_hold is None or len(self._openings) < 2:
+        if config.majority_hold is None:
             return 0
         recent = [h.words for h in self._history if h.end >= now - config.cold_span]
         if words is None:  # the newest hypothesis, if it is that recent (a stream may be decoded seldom)
@@ -581,11 +585,9 @@ class StreamSession:
         config = self.config
         n = self._settled(job, words)
         audio_end = job.end / SAMPLE_RATE
-        hold = config.majority_hold
         fresh = self._fresh
-        if not fresh and hold is not None and words and words[0].end <= audio_end - hold:
-            recent = [h.words for h in self._history if h.end >= audio_end - config.cold_span]
-            n = max(n, majority_prefix(recent, words, config.majority_voters))
+        if not fresh:
+            n = max(n, self._majority(audio_end, words))
         if job.settle:  # what the settling decode hears well before the end of its audio ...
             heard = ending_by(words, audio_end - config.hold_margin)
             if fresh:  # ... and, of an opening, what most hypotheses begin with too
