@@ -478,9 +478,16 @@ class StreamSession:
         return self._commit_agreed(job, words)
 
     def _best_attempt(self) -> tuple[DecodingResult, int | None]:
+        """The final's attempt to commit: the likeliest clean one (no loop, not too repetitive) that is
+        also likely enough; when none is, the greedy one. Sampled text that is no likelier than the
+        greedy text is no better evidence, and on noise it invents phrases: a minute of pink noise, heard
+        as "You." (greedy, its word under ``min_word_probability``), "The", then "Thanks for watching."
+        at 0.4, which the likeliest attempt committed."""
+        config = self.config
         clean = [
             (r, loop) for r, loop in self._attempts
-            if loop is None and r.compression_ratio <= self.config.compression_ratio_threshold
+            if loop is None and r.compression_ratio <= config.compression_ratio_threshold
+            and r.avg_logprob >= config.logprob_threshold
         ]
         if clean:
             return max(clean, key=lambda a: a[0].avg_logprob)

@@ -283,3 +283,35 @@ def test_an_opening_decoded_seldom_is_not_settled():
     session.feed(AUDIO[int(1.5 * 16000) : int(4.0 * 16000)])  # no hypothesis in the last 2 s
     job = session.next_job()
     assert job is not None and not job.settle
+
+
+def test_a_final_whose_every_attempt_is_unlikely_commits_the_greedy_one_not_a_likelier_sample():
+    # Sampled text no likelier than the logprob threshold is no better evidence than the greedy text: on a
+    # minute of pink noise the likeliest attempt was "Thanks for watching." at temperature 0.4.
+    session = StreamSession(CONFIG)
+    session.feed(AUDIO)
+    session.flush()
+    attempts = [("and", "mister"), ("thanks", "for"), ("watching",), ("they're", "all"), ("in",)]
+    finals: list[Final] = []
+    for i, words in enumerate(attempts):
+        job = session.next_job()
+        assert isinstance(job, WindowJob) and job.final and job.temperature == [0.0, 0.2, 0.4, 0.6, 0.8][i]
+        result = hypothesis(*((w, 0.2 + k, 0.8 + k, 0.5) for k, w in enumerate(words)))
+        result = replace(result, avg_logprob=[-1.6, -1.4, -1.2, -1.5, -1.8][i])
+        finals = [e for e in session.complete(job, result) if isinstance(e, Final)]
+    assert [w.word for f in finals for w in f.words] == [" and", " mister"]
+
+
+def test_a_final_commits_the_first_attempt_likely_enough():
+    session = StreamSession(CONFIG)
+    session.feed(AUDIO)
+    session.flush()
+    job = session.next_job()
+    assert isinstance(job, WindowJob) and job.final
+    doubtful = replace(hypothesis(("and", 0.2, 0.5, 0.5)), avg_logprob=-1.6)
+    assert session.complete(job, doubtful) == []  # decoded again, hotter
+    job = session.next_job()
+    assert isinstance(job, WindowJob) and job.temperature == 0.2
+    likely = replace(hypothesis(("and", 0.2, 0.5, 0.9), ("mister", 0.5, 1.0, 0.9)), avg_logprob=-0.4)
+    finals = [e for e in session.complete(job, likely) if isinstance(e, Final)]
+    assert [w.word for f in finals for w in f.words] == [" and", " mister"]
