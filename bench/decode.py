@@ -4,7 +4,8 @@
     python bench/decode.py --device cuda [--models tiny.en,base] [--batches 1,8,32]
 
 Prints, for the bundled tiny.en on a fixture clip: offline transcription wall time and real-time factor
-(float32 and int8), per-token decode step latency and tokens/s for each batch size, and, when
+(float32 and int8), the int8 encoder over a whole 30 s window and over the part a streaming re-decode
+computes, per-token decode step latency and tokens/s for each batch size, and, when
 faster-whisper is installed (``pip install 'streamer[bench]'``), the same clip through faster-whisper
 int8 on the same weights in the same run, with the ratio. Decode steps run eagerly ("eager": attending to
 the positions used so far) and as the fixed-shape step of a batch bucket ("static"); with ``--device cuda``
@@ -15,9 +16,11 @@ timestamps, as streaming decodes), for each model (bundled, or random:SHAPE), in
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +30,7 @@ from streamer.audio import load_audio
 from streamer.decoding.step import StepBuffers, forward, pick
 from streamer.decoding.transcribe import transcribe
 from streamer.engine import Engine
-from streamer.mel import log_mel_spectrogram
+from streamer.mel import N_FRAMES, log_mel_spectrogram, log_mel_windows
 from streamer.model.loading import bundled_files, load_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,6 +89,22 @@ def step_latency(model_name: str, compute_type: str, batch: int, mode: str, devi
         return statistics.median(run() for _ in range(3))
 
 
+def encoder_times(audio: np.ndarray, repeat: int) -> None:
+    """int8 encoder time of one 30 s window holding the clip's first seconds (tiled when it is shorter):
+    the whole window, and computed over the audio and 0.5 s after it rounded up to whole seconds, as a
+    streaming partial decode does (the rest from the window of silence)."""
+    engine = Engine(load_model("tiny.en"), max_batch=1, compute_type="int8")
+    engine.silence()
+    for seconds in (2, 5, 10, 20):
+        clip = np.resize(audio, seconds * 16000)
+        mels = log_mel_windows([clip], N_FRAMES)
+        heard = 50 * math.ceil(seconds + 0.5)
+        whole = best_of(repeat, partial(engine.encode, mels))
+        part = best_of(repeat, partial(engine.encode, mels, heard=heard))
+        print(f"encoder int8, {seconds:2d} s of audio in a 30 s window: whole {whole * 1000:6.1f} ms, "
+              f"{heard // 50} s computed {part * 1000:6.1f} ms ({whole / part:.1f}x)")
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -140,6 +159,7 @@ def main() -> None:
         for compute_type, ours_wall in ours.items():
             print(f"ratio streamer {compute_type} / faster-whisper int8: {ours_wall / wall:.2f}x")
 
+    encoder_times(audio, args.repeat)
     for compute_type in ("float32", "int8"):
         for batch in batches:
             for mode in ("eager", "static"):

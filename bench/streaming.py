@@ -102,7 +102,7 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=1)
     parser.add_argument("--phases", default="0", help="inline: seconds of silence before each set, one run each")
     parser.add_argument("--compute-type", default="int8")
-    parser.add_argument("--config", default="", help="StreamConfig fields, e.g. 'interval=0.5,encoder_pad=4'")
+    parser.add_argument("--config", default="", help="StreamConfig fields, e.g. 'interval=0.5,encoder_margin=None'")
     args = parser.parse_args()
     overrides = config_overrides(args.config)
     config = StreamConfig(**overrides)

@@ -153,7 +153,7 @@ def test_progress_bar_for_audio_over_a_minute(tmp_path: Path, capsys: pytest.Cap
 def test_final_beam_size_sets_the_beams_of_final_decodes(device: str, value: int | None, beams: int | None) -> None:
     from streamer.cli.common import stream_config
 
-    args = argparse.Namespace(encoder_pad=None, max_hold=None, final_beam_size=value, compute_device=device)
+    args = argparse.Namespace(max_hold=None, final_beam_size=value, compute_device=device)
     assert stream_config(args).final_beam_size == beams
 
 
@@ -177,6 +177,22 @@ def test_majority_hold_sets_when_most_hypotheses_decide(argv: list[str], hold: f
     assert stream_config(args).majority_hold == hold
 
 
+@pytest.mark.parametrize(
+    ("device", "argv", "margin"),
+    [("cpu", [], 0.5), ("cpu", ["--encoder-margin", "1"], 1.0), ("cpu", ["--encoder-margin", "30"], None),
+     ("cuda", [], None), ("cuda", ["--encoder-margin", "0.5"], 0.5)],
+)
+def test_encoder_margin_sets_how_much_of_a_partial_decodes_window_is_computed(
+    device: str, argv: list[str], margin: float | None
+) -> None:
+    from streamer.cli import build_parser
+    from streamer.cli.common import stream_config
+
+    args = build_parser().parse_args(["serve", *argv])
+    args.compute_device = device
+    assert stream_config(args).encoder_margin == margin
+
+
 @pytest.mark.parametrize(("value", "rows"), [(None, 5), (7, 7), (1, 4)])
 def test_the_cpu_engine_has_a_row_for_each_beam_of_a_final_decode_and_one_window(value: int | None, rows: int) -> None:
     import torch
@@ -184,7 +200,7 @@ def test_the_cpu_engine_has_a_row_for_each_beam_of_a_final_decode_and_one_window
     from streamer.cli.common import engine
     from streamer.model.loading import load_model
 
-    args = argparse.Namespace(encoder_pad=None, max_hold=None, final_beam_size=value, compute_device="cpu",
+    args = argparse.Namespace(max_hold=None, final_beam_size=value, compute_device="cpu",
                               compute_type=None, cuda_graphs=True)
     built = engine(args, load_model("tiny.en"), torch.device("cpu"))
     assert built.max_batch == rows and built.max_windows == 1

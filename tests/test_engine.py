@@ -169,6 +169,24 @@ def test_windows_encoded_together_equal_windows_encoded_alone() -> None:
         assert torch.equal(together[i], engine.encode(mels[i : i + 1])[0])
 
 
+def test_a_window_computed_as_far_as_its_audio_transcribes_it(engine: Engine) -> None:
+    """30 s windows computed only over their first ``heard`` positions (the rest a window of silence's)."""
+    audio = load_audio(FIXTURES / CLIPS[2])
+    mels = log_mel_windows([audio], 3000)
+    heard = -(-len(audio) // 320) + 25  # the audio and 0.5 s after it
+    part = engine.encode(mels, heard=heard)[0]
+    assert part.shape == (1500, engine.model.dims.n_audio_state)
+    assert torch.equal(part[heard:], engine.silence().features[0, heard:])
+    result = engine.decode([Request(part, timestamps=False)])[0]
+    assert "young man" in normalize(result.text)
+
+
+def test_heard_positions_covering_the_window_or_a_short_window_compute_all_of_it(engine: Engine) -> None:
+    mels = log_mel_windows([load_audio(FIXTURES / CLIPS[2])], 3000)
+    assert torch.equal(engine.encode(mels, heard=1500), engine.encode(mels))
+    assert torch.equal(engine.encode(mels, audio_ctx=300, heard=200), engine.encode(mels, audio_ctx=300))
+
+
 def test_float16_on_cpu_is_refused(tiny) -> None:
     with pytest.raises(StreamerError, match="float16 needs a GPU"):
         Engine(load_model("tiny.en"), compute_type="float16")

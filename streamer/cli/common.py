@@ -108,9 +108,10 @@ def engine(args: argparse.Namespace, loaded: LoadedModel, target: torch.device, 
 
 
 def add_stream_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--encoder-pad", type=positive_float, default=None, metavar="SECONDS",
-                   help="encode the windows of ongoing speech padded by this much silence instead of to 30 s "
-                   "(cheaper on a CPU; tiny.en hears some rare words differently in short windows)")
+    p.add_argument("--encoder-margin", type=non_negative_float, default=None, metavar="SECONDS",
+                   help="a partial decode's encoder computes the audio and this much of the silence after it, the "
+                   "rest of the 30 s window taken from a window of silence (default 0.5 on the CPU; on a GPU, "
+                   "where windows are encoded in batches, 30: the whole window)")
     p.add_argument("--final-beam-size", type=positive_int, default=None, metavar="N",
                    help="beams of an utterance's final decode, which commits its remaining words (default "
                    "5 on the CPU; 1, greedy, on a GPU, where finals share the other streams' batched decode)")
@@ -126,12 +127,15 @@ def stream_config(args: argparse.Namespace, **fields: Any) -> StreamConfig:
     """The streaming settings the options ask for."""
     from streamer.streaming.session import StreamConfig
 
-    if args.encoder_pad is not None:
-        fields.setdefault("encoder_pad", args.encoder_pad)
     if args.max_hold is not None:
         fields.setdefault("max_hold", args.max_hold or None)
     if getattr(args, "majority_hold", None) is not None:
         fields.setdefault("majority_hold", args.majority_hold or None)
+    margin = getattr(args, "encoder_margin", None)
+    if margin is None and getattr(args, "compute_device", "cpu") != "cpu":
+        margin = 30.0  # rows computed as far as their own audio would split the GPU's encoder batches
+    if margin is not None:
+        fields.setdefault("encoder_margin", margin if margin < 30.0 else None)
     beams = args.final_beam_size
     if beams is None and getattr(args, "compute_device", "cpu") != "cpu":
         beams = 1  # a beam search runs alone and eagerly: on a GPU it would hold up the batched graph steps

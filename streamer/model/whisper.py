@@ -84,10 +84,31 @@ class EncoderBlock(nn.Module):
         self.mlp = MLP(n_state)
         self.mlp_ln = LayerNorm(n_state)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, after: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """x (B, T, D) -> (B, T, D); ``after``: keys and values (B, H, T', Dh) of positions after x's,
+        which x's positions attend to as well (they are not computed)."""
+        return self.forward_kv(x, after)[0]
+
+    def forward_kv(self, x: Tensor, after: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """As ``forward``, also returning x's own keys and values, (B, H, T, Dh) each."""
         h = self.attn_ln(x)
-        x = x + self.attn.attend(self.attn.query(h), self.attn.key(h), self.attn.value(h))
-        return x + self.mlp(self.mlp_ln(x))
+        k = _split_heads(self.attn.key(h), self.attn.n_head)  # (B, H, T, Dh)
+        v = _split_heads(self.attn.value(h), self.attn.n_head)
+        keys, values = (k, v) if after is None else (torch.cat([k, after[0]], 2), torch.cat([v, after[1]], 2))
+        x = x + self.attn.attend_heads(self.attn.query(h), keys, values)
+        return x + self.mlp(self.mlp_ln(x)), k, v
+
+
+@dataclass(frozen=True)
+class Silence:
+    """The encoder over a window of silence (log-mel frames all at one ``level``): each block's keys and
+    values, (1, H, T, Dh), and the output features, (1, T, D), T = n_audio_ctx. A window whose audio
+    ends early takes the positions after it from here (``AudioEncoder.forward``'s ``heard``)."""
+
+    level: float
+    keys: tuple[Tensor, ...]
+    values: tuple[Tensor, ...]
+    features: Tensor
 
 
 class AudioEncoder(nn.Module):
@@ -103,18 +124,53 @@ class AudioEncoder(nn.Module):
         )
         self.ln_post = LayerNorm(dims.n_audio_state)
 
-    def forward(self, mel: Tensor) -> Tensor:
-        """mel (B, n_mels, 2 * T) -> audio features (B, T, D), T <= n_audio_ctx (shorter = audio_ctx)."""
+    def forward(self, mel: Tensor, heard: int | None = None, silence: Silence | None = None) -> Tensor:
+        """mel (B, n_mels, 2 * T) -> audio features (B, T, D), T <= n_audio_ctx (shorter = audio_ctx).
+
+        With ``heard`` and a ``silence`` (T = n_audio_ctx), only the first ``heard`` positions are
+        computed; they attend to the silence's keys and values for the positions after them, which take
+        the silence's features. A window of a few seconds of speech costs a fraction of the 30 s
+        (attention is quadratic in T), and tiny.en decodes it no worse: bench/replay.py.
+        """
+        if heard is not None and silence is not None:
+            return self._forward_heard(mel, heard, silence)
+        x = self._embed(mel)
+        for block in cast(list[EncoderBlock], self.blocks):
+            x = block(x)
+        return self.ln_post(x)
+
+    def _embed(self, mel: Tensor) -> Tensor:
+        """mel (B, n_mels, 2T) -> the first block's input (B, T, D)."""
         x = F.gelu(self.conv1(mel))  # (B, D, 2T)
         x = F.gelu(self.conv2(x))  # (B, D, T)
         x = x.permute(0, 2, 1)  # (B, T, D)
         n_frames = x.shape[1]
         if n_frames > self.positional_embedding.shape[0]:
             raise ValueError(f"audio of {n_frames} frames is longer than the encoder's context")
-        x = x + self.positional_embedding[:n_frames].to(x.dtype)
+        return x + self.positional_embedding[:n_frames].to(x.dtype)
+
+    def _forward_heard(self, mel: Tensor, heard: int, silence: Silence) -> Tensor:
+        b = mel.shape[0]
+        # conv2's output position t reads mel frames up to 2t + 2: the first 2 * heard + 2 frames suffice
+        x = self._embed(mel[:, :, : 2 * heard + 2])[:, :heard]  # (B, heard, D)
+        for k, v, block in zip(silence.keys, silence.values, cast(list[EncoderBlock], self.blocks), strict=True):
+            after_k = k[:, :, heard:].expand(b, -1, -1, -1)  # (B, H, T - heard, Dh), not copied
+            x = block(x, (after_k, v[:, :, heard:].expand(b, -1, -1, -1)))
+        after_x = silence.features[:, heard:].expand(b, -1, -1)  # (B, T - heard, D)
+        return torch.cat([self.ln_post(x), after_x], dim=1)  # (B, T, D)
+
+    def silence(self, level: float) -> Silence:
+        """The states of a 30 s window of log-mel frames all equal to ``level`` (silence after the clamp)."""
+        weight = self.conv1.weight
+        mel = torch.full((1, weight.shape[1], 2 * self.positional_embedding.shape[0]), level,
+                         dtype=weight.dtype, device=weight.device)  # (1, n_mels, 2T)
+        x = self._embed(mel)
+        keys, values = [], []
         for block in cast(list[EncoderBlock], self.blocks):
-            x = block(x)
-        return self.ln_post(x)
+            x, k, v = block.forward_kv(x)
+            keys.append(k)
+            values.append(v)
+        return Silence(level, tuple(keys), tuple(values), self.ln_post(x))
 
 
 @dataclass

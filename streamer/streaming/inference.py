@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -22,26 +23,28 @@ log = logging.getLogger(__name__)
 def run_windows(engine: Engine, jobs: Sequence[WindowJob]) -> list[DecodingResult]:
     """Decode each job's window (greedy or at its temperature, without timestamp tokens, with the timings
     of the words decoded after its prefix, placed after ``align_from``); the jobs of one call share
-    encoder batches (one per ``encoder_seconds``) and the decoder's slot pool."""
+    encoder batches (one per length of the part computed, ``encoder_heard``) and the decoder's slot pool."""
     if not jobs:
         return []
     n_mels = engine.model.dims.n_mels
     features: list[torch.Tensor | None] = [None] * len(jobs)
-    for seconds in sorted({job.encoder_seconds for job in jobs}):  # one encoder batch per window length
-        same = [i for i, job in enumerate(jobs) if job.encoder_seconds == seconds]
-        audio_ctx = min(N_FRAMES, round(seconds * SAMPLE_RATE / HOP_LENGTH)) // 2
-        step = engine.encoder_rows(audio_ctx)  # on the CPU, the log-mel of only the windows encoded at once
+    shapes: dict[int | None, list[int]] = {}  # one encoder batch per length of the part computed
+    for i, job in enumerate(jobs):
+        heard = None if job.encoder_heard is None else math.ceil(job.encoder_heard * SAMPLE_RATE / HOP_LENGTH / 2)
+        shapes.setdefault(heard if heard is not None and heard < N_FRAMES // 2 else None, []).append(i)
+    for heard, same in shapes.items():
+        step = engine.encoder_rows(heard)  # on the CPU, the log-mel of only the windows encoded at once
         for group in (same[lo : lo + step] for lo in range(0, len(same), step)):
             audio = [jobs[i].audio for i in group]
-            mels = log_mel_windows(audio, 2 * audio_ctx, n_mels, engine.device)  # (b, n_mels, F)
-            encoded = engine.encode(mels, audio_ctx=audio_ctx)  # (b, Ta, D): Ta = audio_ctx, 1500 for 30 s
+            mels = log_mel_windows(audio, N_FRAMES, n_mels, engine.device)  # (b, n_mels, 3000)
+            encoded = engine.encode(mels, heard=heard)  # (b, 1500, D)
             for i, row in zip(group, encoded, strict=True):
                 features[i] = row
     languages = [job.language for job in jobs]
     unknown = [i for i, lang in enumerate(languages) if lang is None]
     if unknown:
         if engine.tokenizer.is_multilingual:
-            for i in unknown:  # rows may differ in length (encoder_seconds): one at a time, first utterances only
+            for i in unknown:  # one at a time, first utterances only
                 probs = detect_language(engine.model, engine.tokenizer, _ready(features[i])[None])[0]
                 languages[i] = max(probs, key=probs.__getitem__)
         else:
@@ -65,10 +68,12 @@ def _ready(row: torch.Tensor | None) -> torch.Tensor:
 
 
 def warm_up(engine: Engine) -> None:
-    """Make the decode steps (CUDA graphs) and run one short window through the engine: the first
-    inference is slow (allocations, kernels). Then give the heap that loading and this freed back."""
+    """Make the decode steps (CUDA graphs) and the window of silence, and run one short window through
+    the engine: the first inference is slow (allocations, kernels). Then give the heap that loading and
+    this freed back."""
     made = engine.prepare_steps()
     if made:
         log.info("made %d decode steps", made)
+    engine.silence()
     run_windows(engine, [WindowJob(0, 0, np.zeros(SAMPLE_RATE, np.float32), (), (), "en", "transcribe", 0.0, 8, True)])
     trim_heap()

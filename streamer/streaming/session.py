@@ -125,23 +125,27 @@ class StreamConfig:
     align_margin: float = 0.7
     voice_margin: float = 0.2  # a word is over speech if the VAD heard voice within this of it
     buffer_seconds: float = 60.0
-    # whisper.cpp's audio_ctx: the encoder sees a window's audio padded with at least ``encoder_pad``
-    # seconds of silence, rounded up to whole ``encoder_step`` seconds (at most 30), instead of always
-    # 30 s: its cost follows the audio (attention is quadratic in it), but tiny.en hears rare words
-    # differently in short windows ("ill-disposed" as "old supposed" with 8 or 16 s of padding, not with
-    # 12 or 30), so the default is Whisper's own 30 s. An utterance's final decode (which commits its
-    # last words) has its own, ``final_encoder_pad``.
-    encoder_pad: float | None = None
-    final_encoder_pad: float | None = None
+    # A partial decode's encoder computes the window's audio and ``encoder_margin`` seconds after it only,
+    # rounded up to whole ``encoder_step`` seconds (a few sizes of buffers then serve every window: with
+    # a size per window the heap grew 60 MB in 30 s of speech); the other positions of the 30 s window
+    # take the states of a window of silence (``Engine.silence``), to which the computed ones attend.
+    # The decoder still sees Whisper's 30 s window (an encoder window cut to the audio plus 4 s,
+    # whisper.cpp's audio_ctx, made 187 streamed errors against 178 in bench/streaming.py --speed 0 --sets
+    # harbor,workshop,garden --phases 0,0.1,0.2), and the encoder's cost follows the audio: 19, 30, 51
+    # and 87 ms for 2, 5, 10 and 20 s against 121-129 ms (2 cores, tiny.en int8, bench/decode.py).
+    # Settling and final decodes, which commit what they hear, compute the whole window (computed in
+    # part too, cards' final lost 4 words). bench/replay.py --phases 0, 0.1, 0.2 (five sets, 579 words
+    # each): 60, 58 and 70 streamed errors (188) against 59, 76 and 61 (196) with the whole window (None).
+    encoder_margin: float | None = 0.5
     encoder_step: float = 1.0
     draft: bool = True  # partial decodes check the last hypothesis as a draft (the same text, found faster)
 
-    def encoder_seconds(self, audio_seconds: float, final: bool = False) -> float:
-        """How many seconds the encoder sees for a window of ``audio_seconds``."""
-        pad = self.final_encoder_pad if final else self.encoder_pad
-        if pad is None:
-            return 30.0
-        return min(30.0, math.ceil((audio_seconds + pad) / self.encoder_step) * self.encoder_step)
+    def encoder_heard(self, audio_seconds: float) -> float | None:
+        """How many seconds of a partial decode's window of ``audio_seconds`` the encoder computes."""
+        if self.encoder_margin is None:
+            return None
+        return min(30.0, math.ceil((audio_seconds + self.encoder_margin) / self.encoder_step) * self.encoder_step)
+
 
 
 @dataclass(frozen=True)
@@ -157,7 +161,7 @@ class WindowJob:
     temperature: float
     sample_len: int
     final: bool  # the utterance ended at the window's end: commit everything
-    encoder_seconds: float = 30.0  # the encoder may see the audio padded to this much only (audio_ctx)
+    encoder_heard: float | None = None  # seconds of the window the encoder computes (None: all of it)
     draft: tuple[int, ...] = ()  # the tokens the last hypothesis had after the prefix (a decoding draft)
     align_from: float = 0.0  # seconds into the window where the committed words end (new words come after)
     beam_size: int | None = None  # beam search rather than greedy decoding (at temperature 0)
@@ -395,7 +399,8 @@ class StreamSession:
         job = WindowJob(
             id=next(_job_ids), start=start, audio=self.ring.view(start, end), prompt=prompt, prefix=prefix,
             language=self.language, task=config.task, temperature=temperature, sample_len=sample_len, final=final,
-            encoder_seconds=config.encoder_seconds(seconds, final), draft=draft,
+            draft=draft,
+            encoder_heard=None if final or settle else config.encoder_heard(seconds),
             align_from=max(0.0, self._last_end - start / SAMPLE_RATE),
             beam_size=config.final_beam_size if (final or settle) and temperature == 0 else None, settle=settle,
         )

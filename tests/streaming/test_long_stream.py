@@ -38,9 +38,8 @@ def speech(tmp_path: Path, minutes: float) -> np.ndarray:
 @pytest.mark.slow
 def test_five_minutes_of_speech_run_in_bounded_memory(engine, tmp_path):
     audio = speech(tmp_path, 5.0)
-    # Decoding less often, and encoding windows padded to their audio + 4 s rather than to 30 s, keeps the
-    # test short; the buffers are the same as with the defaults.
-    transcriber = Transcriber(engine, StreamConfig(interval=2.0, encoder_pad=4.0))
+    # Decoding less often keeps the test short; the buffers are the same as with the defaults.
+    transcriber = Transcriber(engine, StreamConfig(interval=2.0))
     session = transcriber.session
     chunk = 16000 // 10
     words = 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -190,6 +192,15 @@ def test_the_final_decode_of_an_utterance_searches_beams_and_the_others_are_gree
     assert [j.beam_size for j in jobs if j.final] == [4]
     assert {j.beam_size for j in jobs if j.settle} <= {4}  # settling decodes are decoded as the final is
     assert {j.beam_size for j in jobs if not j.final and not j.settle} == {None}
+
+
+def test_partial_decodes_encode_their_audio_and_a_margin_and_committing_decodes_the_whole_window(engine):
+    jobs = jobs_of_one_utterance(engine, StreamConfig(encoder_margin=0.5))
+    partials = [j for j in jobs if not j.final and not j.settle]
+    for job in partials:  # whole seconds (encoder_step), so that a few sizes of buffers serve every window
+        assert job.encoder_heard == math.ceil(len(job.audio) / 16000 + 0.5)
+    assert all(j.encoder_heard is None for j in jobs if j.final or j.settle)
+    assert {j.encoder_heard for j in jobs_of_one_utterance(engine, StreamConfig(encoder_margin=None))} == {None}
 
 
 def test_a_fallback_final_decode_samples_instead_of_searching_beams(engine):
