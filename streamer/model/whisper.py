@@ -101,11 +101,10 @@ class EncoderBlock(nn.Module):
 
 @dataclass(frozen=True)
 class Silence:
-    """The encoder over a window of silence (log-mel frames all at one ``level``): each block's keys and
+    """The encoder over a window of silence (log-mel frames all at one level): each block's keys and
     values, (1, H, T, Dh), and the output features, (1, T, D), T = n_audio_ctx. A window whose audio
     ends early takes the positions after it from here (``AudioEncoder.forward``'s ``heard``)."""
 
-    level: float
     keys: tuple[Tensor, ...]
     values: tuple[Tensor, ...]
     features: Tensor
@@ -170,7 +169,7 @@ class AudioEncoder(nn.Module):
             x, k, v = block.forward_kv(x)
             keys.append(k)
             values.append(v)
-        return Silence(level, tuple(keys), tuple(values), self.ln_post(x))
+        return Silence(tuple(keys), tuple(values), self.ln_post(x))
 
 
 @dataclass

@@ -147,7 +147,6 @@ class StreamConfig:
         return min(30.0, math.ceil((audio_seconds + self.encoder_margin) / self.encoder_step) * self.encoder_step)
 
 
-
 @dataclass(frozen=True)
 class WindowJob:
     id: int
@@ -399,8 +398,7 @@ class StreamSession:
         job = WindowJob(
             id=next(_job_ids), start=start, audio=self.ring.view(start, end), prompt=prompt, prefix=prefix,
             language=self.language, task=config.task, temperature=temperature, sample_len=sample_len, final=final,
-            draft=draft,
-            encoder_heard=None if final or settle else config.encoder_heard(seconds),
+            draft=draft, encoder_heard=None if final or settle else config.encoder_heard(seconds),
             align_from=max(0.0, self._last_end - start / SAMPLE_RATE),
             beam_size=config.final_beam_size if (final or settle) and temperature == 0 else None, settle=settle,
         )
