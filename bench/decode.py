@@ -4,8 +4,7 @@
     python bench/decode.py --device cuda [--models tiny.en,base] [--batches 1,8,32]
 
 Prints, for the bundled tiny.en on a fixture clip: offline transcription wall time and real-time factor
-(float32 and int8), the int8 encoder over a whole 30 s window (with its attention in float32 too, where it
-runs in bfloat16) and over the part a streaming re-decode
+(float32 and int8), the int8 encoder over a whole 30 s window and over the part a streaming re-decode
 computes, per-token decode step latency and tokens/s for each batch size, and, when
 faster-whisper is installed (``pip install 'streamer[bench]'``), the same clip through faster-whisper
 int8 on the same weights in the same run, with the ratio. Decode steps run eagerly ("eager": attending to
@@ -30,7 +29,7 @@ import torch
 from streamer.audio import load_audio
 from streamer.decoding.step import StepBuffers, forward, pick
 from streamer.decoding.transcribe import transcribe
-from streamer.engine import Engine, amx_attention
+from streamer.engine import Engine
 from streamer.mel import N_FRAMES, log_mel_spectrogram, log_mel_windows
 from streamer.model.loading import bundled_files, load_model
 
@@ -104,18 +103,6 @@ def encoder_times(audio: np.ndarray, repeat: int) -> None:
         part = best_of(repeat, partial(engine.encode, mels, heard=heard))
         print(f"encoder int8, {seconds:2d} s of audio in a 30 s window: whole {whole * 1000:6.1f} ms, "
               f"{heard // 50} s computed {part * 1000:6.1f} ms ({whole / part:.1f}x)")
-    attention = amx_attention(engine.device)
-    if attention is not None:  # the same encoder with its attention in float32, as without AMX
-        mels = log_mel_windows([np.resize(audio, 10 * 16000)], N_FRAMES)
-        fast = best_of(repeat, partial(engine.encode, mels))
-        blocks = list(engine.model.encoder.blocks)
-        for block in blocks:
-            block.attn.compute_dtype = None
-        exact = best_of(repeat, partial(engine.encode, mels))
-        for block in blocks:
-            block.attn.compute_dtype = attention
-        print(f"encoder int8, whole window: attention in {str(attention).removeprefix('torch.')} {fast * 1000:.1f} ms, "
-              f"in float32 {exact * 1000:.1f} ms ({exact / fast:.2f}x)")
 
 
 def sync(device: torch.device) -> None:

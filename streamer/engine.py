@@ -10,7 +10,6 @@ reused by the next call without reallocation.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -32,7 +31,7 @@ from streamer.errors import StreamerError
 from streamer.mel import pad_or_trim
 from streamer.model.int8 import Int8Linear, quantize_linears
 from streamer.model.loading import LoadedModel
-from streamer.model.whisper import EncoderBlock, KVCache, Silence
+from streamer.model.whisper import KVCache, Silence
 
 COMPUTE_TYPES = ("float32", "int8", "float16", "bfloat16")
 
@@ -71,17 +70,6 @@ def quantize_int8(loaded: LoadedModel) -> None:
         loaded.half_token_table = None
 
 
-def amx_attention(device: torch.device) -> torch.dtype | None:
-    """bfloat16 for the encoder's attention where the CPU has AMX tiles and torch runs its AVX-512 kernels
-    (torch has no bfloat16 flash attention below them): there one layer's attention over a 30 s window of
-    tiny.en takes 6.6 against 17.5 ms in float32 (2 cores), the longest part of a whole-window encoder.
-    None elsewhere."""
-    if device.type != "cpu" or torch.backends.cpu.get_cpu_capability() != "AVX512":
-        return None
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # torch >= 2.3
-    return torch.bfloat16 if amx is not None and amx() else None
-
-
 def apply_compute_type(loaded: LoadedModel, compute_type: str) -> None:
     """Convert a freshly loaded float32 model in place: float32 (as is), int8 (CPU), float16/bfloat16."""
     model = loaded.model
@@ -91,8 +79,6 @@ def apply_compute_type(loaded: LoadedModel, compute_type: str) -> None:
         if model.device.type != "cpu":
             raise StreamerError("--compute-type int8 runs on the CPU only")
         quantize_int8(loaded)
-        for block in cast(list[EncoderBlock], model.encoder.blocks):
-            block.attn.compute_dtype = amx_attention(model.device)
     elif compute_type == "float16" and model.device.type == "cpu":
         raise StreamerError("--compute-type float16 needs a GPU (use float32, int8 or bfloat16 on the CPU)")
     elif compute_type in ("float16", "bfloat16"):

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -11,7 +9,7 @@ import torch
 
 from streamer.audio import load_audio
 from streamer.decoding.decode import DecodingOptions, decode_features
-from streamer.engine import Engine, Request, amx_attention
+from streamer.engine import Engine, Request
 from streamer.errors import StreamerError
 from streamer.mel import log_mel_spectrogram, log_mel_windows
 from streamer.model.loading import bundled_files, load_model
@@ -187,23 +185,6 @@ def test_heard_positions_covering_the_window_or_a_short_window_compute_all_of_it
     mels = log_mel_windows([load_audio(FIXTURES / CLIPS[2])], 3000)
     assert torch.equal(engine.encode(mels, heard=1500), engine.encode(mels))
     assert torch.equal(engine.encode(mels, audio_ctx=300, heard=200), engine.encode(mels, audio_ctx=300))
-
-
-def test_int8_on_a_cpu_with_amx_runs_the_encoders_attention_in_bfloat16() -> None:
-    engine = Engine(load_model("tiny.en"), max_batch=1, compute_type="int8")
-    amx = torch.backends.cpu.get_cpu_capability() == "AVX512" and torch.cpu._is_amx_tile_supported()
-    assert amx_attention(engine.device) == (torch.bfloat16 if amx else None)
-    assert all(b.attn.compute_dtype == amx_attention(engine.device) for b in engine.model.encoder.blocks)
-    assert all(b.cross_attn.compute_dtype is None for b in engine.model.decoder.blocks)
-
-
-def test_without_avx512_kernels_the_attention_stays_float32() -> None:
-    # torch has no bfloat16 flash attention below its AVX-512 kernels ("pack_vnni2 is only supported when
-    # avx512 is supported"): CI's accuracy run under ATEN_CPU_CAPABILITY=avx2 takes this path
-    code = "import torch; from streamer.engine import amx_attention; print(amx_attention(torch.device('cpu')))"
-    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "ATEN_CPU_CAPABILITY": "avx2"},
-                         capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "None"
 
 
 def test_float16_on_cpu_is_refused(tiny) -> None:

@@ -56,9 +56,6 @@ class MultiHeadAttention(nn.Module):
     def __init__(self, n_state: int, n_head: int):
         super().__init__()
         self.n_head = n_head
-        # The dtype the attention itself runs in, if not the projections' (bfloat16 for the encoder on
-        # CPUs with AMX: ``Engine``).
-        self.compute_dtype: torch.dtype | None = None
         self.query = nn.Linear(n_state, n_state)
         self.key = nn.Linear(n_state, n_state, bias=False)
         self.value = nn.Linear(n_state, n_state)
@@ -70,12 +67,7 @@ class MultiHeadAttention(nn.Module):
 
     def attend_heads(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
         """As ``attend``, with k and v already split into heads, (B, H, Tk, Dh) each."""
-        q = _split_heads(q, self.n_head)  # (B, H, Tq, Dh)
-        dtype = self.compute_dtype
-        if dtype is not None and dtype != q.dtype:
-            out = F.scaled_dot_product_attention(q.to(dtype), k.to(dtype), v.to(dtype), attn_mask=mask).to(q.dtype)
-        else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, Tq, Dh)
+        out = F.scaled_dot_product_attention(_split_heads(q, self.n_head), k, v, attn_mask=mask)  # (B, H, Tq, Dh)
         return self.out(_merge_heads(out))
 
 

@@ -138,19 +138,13 @@ class StreamConfig:
     # each): 60, 58 and 70 streamed errors (188) against 59, 76 and 61 (196) with the whole window (None).
     encoder_margin: float | None = 0.5
     encoder_step: float = 1.0
-    # The same for settling and final decodes (None: the whole window). bench/replay.py --phases 0, 0.1,
-    # 0.2 with 3 s: 186 streamed errors against 188, but at offset 0 cards' final loses 4 words the whole
-    # window keeps; a final decode of a 3-7 s utterance takes 160 against 235 ms. Off until more sets say
-    # it loses nothing.
-    final_encoder_margin: float | None = None
     draft: bool = True  # partial decodes check the last hypothesis as a draft (the same text, found faster)
 
-    def encoder_heard(self, audio_seconds: float, committing: bool = False) -> float | None:
+    def encoder_heard(self, audio_seconds: float) -> float | None:
         """How many seconds of a partial decode's window of ``audio_seconds`` the encoder computes."""
-        margin = self.final_encoder_margin if committing else self.encoder_margin
-        if margin is None:
+        if self.encoder_margin is None:
             return None
-        return min(30.0, math.ceil((audio_seconds + margin) / self.encoder_step) * self.encoder_step)
+        return min(30.0, math.ceil((audio_seconds + self.encoder_margin) / self.encoder_step) * self.encoder_step)
 
 
 @dataclass(frozen=True)
@@ -404,7 +398,7 @@ class StreamSession:
         job = WindowJob(
             id=next(_job_ids), start=start, audio=self.ring.view(start, end), prompt=prompt, prefix=prefix,
             language=self.language, task=config.task, temperature=temperature, sample_len=sample_len, final=final,
-            draft=draft, encoder_heard=config.encoder_heard(seconds, final or settle),
+            draft=draft, encoder_heard=None if final or settle else config.encoder_heard(seconds),
             align_from=max(0.0, self._last_end - start / SAMPLE_RATE),
             beam_size=config.final_beam_size if (final or settle) and temperature == 0 else None, settle=settle,
         )

@@ -203,14 +203,6 @@ def test_partial_decodes_encode_their_audio_and_a_margin_and_committing_decodes_
     assert {j.encoder_heard for j in jobs_of_one_utterance(engine, StreamConfig(encoder_margin=None))} == {None}
 
 
-def test_a_final_encoder_margin_computes_committing_decodes_in_part_too(engine):
-    jobs = jobs_of_one_utterance(engine, StreamConfig(encoder_margin=0.5, final_encoder_margin=3.0))
-    committing = [j for j in jobs if j.final or j.settle]
-    assert committing
-    for job in committing:
-        assert job.encoder_heard == min(30, math.ceil(len(job.audio) / 16000 + 3.0))
-
-
 def test_a_fallback_final_decode_samples_instead_of_searching_beams(engine):
     jobs = jobs_of_one_utterance(engine, StreamConfig(final_beam_size=4), doubtful_final=True)
     finals = [j for j in jobs if j.final]
