@@ -107,6 +107,19 @@ def engine(args: argparse.Namespace, loaded: LoadedModel, target: torch.device, 
                   step="auto" if args.cuda_graphs else "eager", max_windows=windows)
 
 
+def streaming_engine(args: argparse.Namespace, target: torch.device) -> tuple[LoadedModel, Engine]:
+    """The model and the engine of a streaming command, made on a thread that ends with it: the streams'
+    inference thread is then the only one left with torch's OpenMP workers (``streamer.torch_threads``)."""
+    from streamer.model.loading import load_model
+    from streamer.torch_threads import call_in_thread
+
+    def make() -> tuple[LoadedModel, Engine]:
+        loaded = load_model(args.model, device=target)
+        return loaded, engine(args, loaded, target)
+
+    return call_in_thread(make, "streamer-load")
+
+
 def add_stream_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encoder-margin", type=non_negative_float, default=None, metavar="SECONDS",
                    help="a partial decode's encoder computes the audio and this much of the silence after it, the "

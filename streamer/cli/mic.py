@@ -14,15 +14,16 @@ from streamer.cli.common import (
     add_model_options,
     add_stream_options,
     device,
-    engine,
     install_signals,
     language,
     non_negative_float,
     set_threads,
     stream_config,
+    streaming_engine,
     token,
 )
 from streamer.errors import StreamerError
+from streamer.torch_threads import run_in_thread
 
 if TYPE_CHECKING:
     from streamer.streaming.events import Event
@@ -63,15 +64,13 @@ def run(args: argparse.Namespace) -> int:
     from streamer.daemon.captions import CaptionHub
     from streamer.daemon.server import Daemon, ServeOptions
     from streamer.mic import Microphone, caption_microphone
-    from streamer.model.loading import load_model
     from streamer.streaming.inference import warm_up
     from streamer.streaming.output import EventWriter
     from streamer.streaming.scheduler import Scheduler
 
-    loaded = load_model(args.model, device=target)
+    loaded, streaming = streaming_engine(args, target)
     if not loaded.tokenizer.is_multilingual and spoken not in (None, "en"):
         raise StreamerError(f"--language {args.language}: model {loaded.name} is English-only")
-    streaming = engine(args, loaded, target)
     config = stream_config(args, language=spoken if loaded.tokenizer.is_multilingual else "en",
                            partials=args.partials)
     writer = EventWriter(sys.stdout, args.format)
@@ -94,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
             scheduler = daemon.scheduler
         else:
             scheduler = Scheduler(streaming)
-            await asyncio.to_thread(warm_up, streaming)
+            await run_in_thread(lambda: warm_up(streaming), "streamer-load")
         if sys.stderr.isatty():
             print("listening (Ctrl-C to stop)", file=sys.stderr)
         try:

@@ -20,6 +20,7 @@ from streamer.cli.common import (
     positive_int,
     set_threads,
     stream_config,
+    streaming_engine,
 )
 from streamer.errors import StreamerError
 
@@ -149,13 +150,11 @@ def _stream(args: argparse.Namespace, spoken: str | None) -> int:
     set_threads(args.threads)
 
     from streamer.audio import load_audio
-    from streamer.model.loading import load_model
     from streamer.streaming.output import EventWriter
     from streamer.streaming.replay import replay
     from streamer.streaming.sources import raw_chunks, wav_chunks
 
-    loaded = load_model(args.model, device=target)
-    streaming = engine(args, loaded, target)
+    loaded, streaming = streaming_engine(args, target)
     if not loaded.tokenizer.is_multilingual and spoken not in (None, "en"):
         raise StreamerError(f"--language {args.language}: model {loaded.name} is English-only")
     config = stream_config(args, language=spoken if loaded.tokenizer.is_multilingual else "en",

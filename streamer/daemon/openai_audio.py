@@ -17,6 +17,7 @@ Errors have OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``: 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import threading
@@ -36,6 +37,7 @@ from streamer.audio import load_audio_bytes
 from streamer.daemon.http import offered_token, token_matches
 from streamer.errors import AudioFileError
 from streamer.tokenizer import LANGUAGES
+from streamer.torch_threads import call_in_thread
 
 if TYPE_CHECKING:
     import numpy as np
@@ -141,7 +143,7 @@ def _limited(receive: Receive, limit: int) -> Receive:
 
 def transcribe_file(engine: Engine, audio: np.ndarray, params: Params, on_segment: Callable[[Segment], None] | None,
                     cancelled: threading.Event) -> tuple[Transcript, list[Word]]:
-    """The file's transcript (and its words if asked): on the daemon's file worker thread."""
+    """The file's transcript (and its words if asked): on a thread of the daemon's file worker's own."""
     import torch
 
     from streamer.decoding.decode import DecodingOptions
@@ -305,9 +307,8 @@ class OpenAIAudio:
     def _run(self, audio: np.ndarray, params: Params, on_segment: Callable[[Segment], None] | None,
              cancelled: threading.Event) -> asyncio.Future[tuple[Transcript, list[Word]]]:
         assert self.daemon.engine is not None
-        return asyncio.get_running_loop().run_in_executor(
-            self.daemon.file_worker, transcribe_file, self.daemon.engine, audio, params, on_segment, cancelled
-        )
+        job = functools.partial(transcribe_file, self.daemon.engine, audio, params, on_segment, cancelled)
+        return asyncio.get_running_loop().run_in_executor(self.daemon.file_worker, call_in_thread, job, "streamer-file")
 
     async def _stream(self, audio: np.ndarray, params: Params, release: Callable[[], None]) -> AsyncIterator[str]:
         """Server-Sent Events: a delta per segment as its window is decoded, then the whole text. The
@@ -316,7 +317,7 @@ class OpenAIAudio:
         deltas: asyncio.Queue[str] = asyncio.Queue()
         cancelled = threading.Event()
 
-        def on_segment(segment: Segment) -> None:  # the file worker thread
+        def on_segment(segment: Segment) -> None:  # the file's thread
             loop.call_soon_threadsafe(deltas.put_nowait, segment.text)
 
         job = self._run(audio, params, on_segment, cancelled)

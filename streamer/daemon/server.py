@@ -39,6 +39,7 @@ from streamer.daemon.protocol import ProtocolError, Start
 from streamer.streaming.events import Event, Final, Partial, UtteranceEnd
 from streamer.streaming.session import StreamConfig
 from streamer.streaming.sources import PcmDecoder
+from streamer.torch_threads import run_in_thread
 
 if TYPE_CHECKING:
     import uvicorn
@@ -335,7 +336,8 @@ class Daemon:
         self.detached: dict[str, ClientSession] = {}  # dropped, waiting for a resume (at most max_sessions)
         # live sessions of the other protocols (an OpenAI REST request in progress is one)
         self.other_sessions: dict[str, int] = dict.fromkeys(OTHER_PROTOCOLS, 0)
-        # Uploaded files are transcribed here, one at a time, beside the inference thread of live streams.
+        # Uploaded files are transcribed one at a time, beside the inference thread of live streams: each on
+        # a thread of its own that this worker waits for (``streamer.torch_threads``).
         self.file_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamer-files")
         self.adapters: set[WebSocketAdapter] = set()  # connections of the Realtime and Deepgram protocols
         self._wyoming: asyncio.Server | None = None
@@ -499,7 +501,9 @@ class Daemon:
             next(iter(self.detached.values())).expire()
 
     def _load(self) -> Engine:
-        """The engine, loaded if need be, warmed up (the first inference is slow): on a worker thread."""
+        """The engine, loaded if need be, warmed up (the first inference is slow): on a thread that ends
+        with it, so that the inference thread is the only one left with torch's OpenMP workers
+        (``streamer.torch_threads``)."""
         from streamer.streaming.inference import warm_up
 
         engine = self.engine
@@ -530,7 +534,7 @@ class Daemon:
             log.warning("wyoming on tcp://%s:%d", self.options.host, self.wyoming_port)
         log.info("listening on %s:%d; loading the model", self.options.host, self.port)
         try:
-            self.engine = await asyncio.to_thread(self._load)
+            self.engine = await run_in_thread(self._load, "streamer-load")
         except BaseException:
             await self._close_server()
             raise

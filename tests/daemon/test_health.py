@@ -63,6 +63,27 @@ async def test_draining_turns_readiness_off_but_not_liveness(engine):
         await d.shutdown()
 
 
+async def test_the_model_is_loaded_and_warmed_up_on_a_thread_that_has_ended_once_ready(engine):
+    """The inference thread must be the only live thread that has run torch's kernels
+    (``streamer.torch_threads``)."""
+    loaders: list[threading.Thread] = []
+
+    def load():
+        loaders.append(threading.current_thread())
+        return engine
+
+    d = Daemon(load, "tiny.en", ServeOptions(port=0))
+    await d.start()
+    try:
+        [loader] = loaders
+        assert loader is not threading.main_thread()
+        await asyncio.to_thread(loader.join, 10)  # it hands the engine over, then ends
+        assert not loader.is_alive()
+        assert loader not in threading.enumerate()
+    finally:
+        await d.shutdown()
+
+
 async def test_a_model_that_fails_to_load_stops_the_daemon_cleanly():
     def load():
         raise ModelFileError("/models/x: no such model")
