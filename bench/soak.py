@@ -9,8 +9,9 @@ daemon's RSS, open file descriptors, asyncio task count and loop lag are sampled
 Prints committed-word latency percentiles (from the final's arrival and the word's end time in the
 audio sent), the real-time factor, RSS at start and end and its slope (least squares, MiB per hour,
 over the second half of the run), file descriptors, tasks, protocol errors and handler exceptions,
-and the words lost: reference words of the audio sent (offline transcription of each loop) that no
-final contains, per client.
+and per client the words lost: runs of 3+ reference words of the audio sent (offline transcription of
+each loop) that no final contains, and the words invented: runs of 3+ committed words with no reference
+word under them (a phrase made up, or committed twice).
 """
 
 from __future__ import annotations
@@ -149,17 +150,21 @@ def main() -> None:
         expected = expected_words(refs, (n * stride) % len(audio) / SAMPLE_RATE, args.minutes * 60,
                                   len(audio) / SAMPLE_RATE)
         got = normalize_words(" ".join(texts))
-        lost = lost_runs(expected, got)
+        lost, invented = edit_runs(expected, got)
         print(f"client {n}: {len(got)} words committed, {len(expected)} in the reference of the audio sent; "
               f"WER {100 * word_errors(expected, got) / max(1, len(expected)):.1f}%; lost: "
-              f"{sum(len(r.split()) for r in lost)} words in {len(lost)} run(s) of 3+")
+              f"{sum(len(r.split()) for r in lost)} words in {len(lost)} run(s) of 3+; invented: "
+              f"{sum(len(r.split()) for r in invented)} words in {len(invented)} run(s) of 3+")
         for run_ in lost:
             print(f"    lost: {run_}")
+        for run_ in invented:
+            print(f"    invented: {run_}")
 
 
-def lost_runs(expected: list[str], got: list[str], min_run: int = 3) -> list[str]:
-    """Runs of ``min_run`` or more consecutive reference words that a word-level Levenshtein alignment
-    deletes (a phrase or sentence dropped, as opposed to a word misheard)."""
+def edit_runs(expected: list[str], got: list[str], min_run: int = 3) -> tuple[list[str], list[str]]:
+    """Runs of ``min_run`` or more consecutive words that a word-level Levenshtein alignment deletes from
+    the reference (a phrase or sentence dropped, as opposed to a word misheard) and inserts (a phrase
+    invented, or committed twice): (lost, invented)."""
     n, m = len(expected), len(got)
     cost = np.zeros((n + 1, m + 1), dtype=np.int32)
     cost[:, 0] = np.arange(n + 1)
@@ -170,24 +175,34 @@ def lost_runs(expected: list[str], got: list[str], min_run: int = 3) -> list[str
         diagonal = above[:-1] + ~same
         for j in range(1, m + 1):
             row[j] = min(above[j] + 1, row[j - 1] + 1, diagonal[j - 1])
-    runs: list[str] = []
+    runs: dict[str, list[str]] = {"lost": [], "invented": []}
     run: list[str] = []
+    kind = "lost"
     i, j = n, m
+
+    def close() -> None:
+        if len(run) >= min_run:
+            runs[kind].append(" ".join(reversed(run)))
+        run.clear()
+
     while i > 0 or j > 0:
         if i > 0 and j > 0 and cost[i, j] == cost[i - 1, j - 1] + (expected[i - 1] != got[j - 1]):
+            close()
             i, j = i - 1, j - 1
         elif i > 0 and cost[i, j] == cost[i - 1, j] + 1:
+            if kind != "lost":
+                close()
+                kind = "lost"
             run.append(expected[i - 1])  # deleted: no final has it
             i -= 1
-            continue
         else:
+            if kind != "invented":
+                close()
+                kind = "invented"
+            run.append(got[j - 1])  # inserted: no reference word under it
             j -= 1
-        if len(run) >= min_run:
-            runs.append(" ".join(reversed(run)))
-        run = []
-    if len(run) >= min_run:
-        runs.append(" ".join(reversed(run)))
-    return runs[::-1]
+    close()
+    return runs["lost"][::-1], runs["invented"][::-1]
 
 
 def expected_words(refs: list[RefWord], offset: float, seconds: float, loop: float) -> list[str]:

@@ -4,7 +4,8 @@ glibc keeps freed memory in its arenas. Inference allocates and frees multi-mega
 varying size many times a second, and with glibc's adaptive mmap threshold they come from the heap,
 whose free space then fragments: the daemon's RSS grew by 1.4 GiB/hour with 4 streams (bench/soak.py).
 A fixed low mmap threshold keeps RSS flat but made inference ~30-40% slower (every buffer is
-page-faulted afresh); ``malloc_trim(0)`` every few seconds keeps it flat at no measurable cost.
+page-faulted afresh); ``malloc_trim(0)`` every few seconds keeps it flat, at the cost of faulting the pages
+it hands back in again (``streaming.scheduler.default_trim_interval``: every second on the CPU).
 """
 
 from __future__ import annotations

@@ -62,16 +62,28 @@ def default_batch(engine: Engine) -> int:
     return 1 if engine.device.type == "cpu" else engine.max_batch
 
 
+def default_trim_interval(engine: Engine) -> float:
+    """Seconds between heap trims (``HeapTrimmer``): 1 on the CPU, where the windows' buffers of varying
+    sizes fragment the heap faster than trims every 10 s keep up with (issue 13: under 600 MB with 4
+    streams); 10 elsewhere. bench/load.py --sets librivox,cards,harbor, 2 cores, trimming every 10 s: RSS
+    peak 592, 648 and 634-660 MiB with 1, 4 and 6 clients (6: committed median/p90 1.25-1.35/2.40-2.51 s
+    over three runs); every 3 s, 597 and 616 MiB with 4 and 6; every second, 547, 554-566 and 572-588 MiB
+    (6: 1.32-1.83/2.40-3.73 s over four runs). The price: the pages handed back are faulted in again, and one stream's
+    inference thread was busy 43% of the time against 36%."""
+    return 1.0 if engine.device.type == "cpu" else 10.0
+
+
 class Scheduler:
     def __init__(
-        self, engine: Engine, max_queue: int = 256, max_batch: int | None = None, trim_interval: float = 10.0,
+        self, engine: Engine, max_queue: int = 256, max_batch: int | None = None, trim_interval: float | None = None,
     ):
-        """``max_batch``: windows per batch (default: ``default_batch``)."""
+        """``max_batch``: windows per batch (default: ``default_batch``); ``trim_interval``: seconds between
+        heap trims (default: ``default_trim_interval``)."""
         self.engine = engine
         self.max_queue = max_queue
         self.max_batch = max_batch or default_batch(engine)
         self.stats = SchedulerStats()
-        self.heap = HeapTrimmer(trim_interval)
+        self.heap = HeapTrimmer(default_trim_interval(engine) if trim_interval is None else trim_interval)
         self._queue: deque[tuple[Take, Callback]] = deque()
         self._cond = threading.Condition()
         self._stopping = False

@@ -45,6 +45,12 @@ def test_the_cpu_runs_one_window_a_batch(engine):
     assert scheduler.max_batch == 1  # a window's result need not wait for the others' on the CPU
 
 
+def test_the_cpu_trims_its_heap_every_second(engine):
+    scheduler = Scheduler(engine)
+    scheduler.close()
+    assert scheduler.heap.interval == 1.0  # the windows' buffers fragment the heap within seconds there
+
+
 def test_jobs_queued_while_busy_run_as_one_batch(engine):
     audio = load_audio(SENSE[1])
     outcomes, scheduler = run_together(engine, [job(audio), job(audio), job(audio)])
