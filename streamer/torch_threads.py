@@ -67,7 +67,7 @@ async def run_in_thread(fn: Callable[[], T], name: str = "streamer-torch") -> T:
     def run() -> None:
         outcome.run()
         try:
-            loop.call_soon_threadsafe(_resolve, done)
+            loop.call_soon_threadsafe(done.set_result, None)  # shielded: only this settles it
         except RuntimeError:  # the loop has closed
             outcome.drop(name)
 
@@ -78,8 +78,3 @@ async def run_in_thread(fn: Callable[[], T], name: str = "streamer-torch") -> T:
         done.add_done_callback(lambda _: outcome.drop(name))
         raise
     return outcome.result()
-
-
-def _resolve(done: asyncio.Future[None]) -> None:
-    if not done.done():
-        done.set_result(None)

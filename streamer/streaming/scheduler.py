@@ -68,8 +68,8 @@ def default_trim_interval(engine: Engine) -> float:
     streams); 10 elsewhere. bench/load.py --sets librivox,cards,harbor, 2 cores, trimming every 10 s: RSS
     peak 592, 648 and 634-660 MiB with 1, 4 and 6 clients (6: committed median/p90 1.25-1.35/2.40-2.51 s
     over three runs); every 3 s, 597 and 616 MiB with 4 and 6; every second, 547, 554-566 and 572-588 MiB
-    (6: 1.32-1.83/2.40-3.73 s over four runs). The price: the pages handed back are faulted in again, and one stream's
-    inference thread was busy 43% of the time against 36%."""
+    (6: 1.32-1.83/2.40-3.73 s over four runs). The price: the pages handed back are faulted in again,
+    and one stream's inference thread was busy 43% of the time against 36%."""
     return 1.0 if engine.device.type == "cpu" else 10.0
 
 
