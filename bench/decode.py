@@ -5,12 +5,13 @@
 
 Prints, for the bundled tiny.en on a fixture clip: offline transcription wall time and real-time factor
 (float32 and int8), the int8 encoder over a whole 30 s window and over the part a streaming re-decode
-computes, per-token decode step latency and tokens/s for each batch size, and, when
-faster-whisper is installed (``pip install 'streamer[bench]'``), the same clip through faster-whisper
-int8 on the same weights in the same run, with the ratio. Decode steps run eagerly ("eager": attending to
-the positions used so far) and as the fixed-shape step of a batch bucket ("static"); with ``--device cuda``
-also as that step's CUDA graph ("graph", and "streaming graph": the step of greedy rows without
-timestamps, as streaming decodes), for each model (bundled, or random:SHAPE), in float16.
+computes (and the cross-attention keys and values of each), per-token decode step latency and tokens/s
+for each batch size, and, when faster-whisper is installed (``pip install 'streamer[bench]'``), the same
+clip through faster-whisper int8 on the same weights in the same run, with the ratio. Decode steps run
+eagerly ("eager": attending to the positions used so far) and as the fixed-shape step of a batch bucket
+("static"); with ``--device cuda`` also as that step's CUDA graph ("graph", and "streaming graph": the
+step of greedy rows without timestamps, as streaming decodes), for each model (bundled, or random:SHAPE),
+in float16.
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ def step_latency(model_name: str, compute_type: str, batch: int, mode: str, devi
         return statistics.median(run() for _ in range(3))
 
 
+@torch.inference_mode()
 def encoder_times(audio: np.ndarray, repeat: int) -> None:
     """int8 encoder time of one 30 s window holding the clip's first seconds (tiled when it is shorter):
     the whole window, and computed over the audio and 0.5 s after it rounded up to whole seconds, as a
@@ -103,6 +105,13 @@ def encoder_times(audio: np.ndarray, repeat: int) -> None:
         part = best_of(repeat, partial(engine.encode, mels, heard=heard))
         print(f"encoder int8, {seconds:2d} s of audio in a 30 s window: whole {whole * 1000:6.1f} ms, "
               f"{heard // 50} s computed {part * 1000:6.1f} ms ({whole / part:.1f}x)")
+        features = engine.encode(mels, heard=heard)  # (1, 1500, D)
+        slots = engine.cache.view(0, 1)
+        set_whole = best_of(repeat, partial(engine.model.decoder.set_audio, features, slots))
+        set_part = best_of(repeat, partial(
+            engine.model.decoder.set_audio, features, slots, heard=heard, after=engine.silence_kv()))
+        print(f"  its cross-attention K/V: whole {set_whole * 1000:5.1f} ms, the part computed and the "
+              f"silence's copied {set_part * 1000:5.1f} ms ({set_whole / set_part:.1f}x)")
 
 
 def sync(device: torch.device) -> None:

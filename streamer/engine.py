@@ -51,6 +51,7 @@ class Request:
     n_frames: int | None = None  # mel frames of real audio in the window (default: all of it)
     draft: tuple[int, ...] = ()  # text expected after the prefix (greedy, no timestamps): checked in one pass
     beam_size: int | None = None  # beam search (at temperature 0), in a batch of its own
+    heard: int | None = None  # audio_features from this position on are Engine.silence()'s (Engine.encode's)
 
     @property
     def beams(self) -> int:
@@ -134,6 +135,7 @@ class Engine:
             raise ValueError("fixed-shape steps decode max_batch windows: max_windows must be max_batch")
         self.graphs = StepGraphs(model, self.cache, self.rules, self.step == "graph") if self.step != "eager" else None
         self._silence: Silence | None = None
+        self._silence_kv: tuple[Tensor, Tensor] | None = None  # the silence's cross-attention K/V
 
     @property
     def device(self) -> torch.device:
@@ -182,10 +184,19 @@ class Engine:
     @torch.inference_mode()
     def silence(self) -> Silence:
         """The encoder's states over a 30 s window of silence (log-mel frames at ``SILENCE_LEVEL``), made at
-        first use (tiny.en: 20 MB in float32)."""
+        first use (tiny.en: 20 MB in float32), with the decoder's cross-attention K/V of its features
+        (``silence_kv``, 18 MB more)."""
         if self._silence is None:
             self._silence = self.model.encoder.silence(SILENCE_LEVEL)
+            self._silence_kv = self.model.decoder.cross_kv(self._silence.features)  # (L, 1, H, T, Dh) each
         return self._silence
+
+    def silence_kv(self) -> tuple[Tensor, Tensor]:
+        """The cross-attention keys and values of ``silence``'s features, (L, 1, H, n_audio_ctx, Dh) each:
+        a window encoded in part takes them after its own positions rather than computing them."""
+        self.silence()
+        assert self._silence_kv is not None  # made with the silence
+        return self._silence_kv
 
     def encoder_rows(self, audio_ctx: int | None = None) -> int:
         """How many windows of ``audio_ctx`` positions to encode at once (any number on a GPU)."""
@@ -255,10 +266,20 @@ class Engine:
         lengths = [r.audio_features.shape[0] for r in requests]
         n_audio = self._n_audio(max(lengths))
         slots = self.cache.view(0, k, n_audio)
-        features = torch.zeros((k, n_audio, self.model.dims.n_audio_state), device=self.device, dtype=self.model.dtype)
-        for i, r in enumerate(requests):
-            features[i, : lengths[i]] = r.audio_features
-        self.model.decoder.set_audio(features, slots, lengths=torch.tensor(lengths))
+        if k == 1 and lengths[0] == n_audio:
+            features = requests[0].audio_features[None]  # (1, Ta, D)
+        else:
+            shape = (k, n_audio, self.model.dims.n_audio_state)
+            features = torch.zeros(shape, device=self.device, dtype=self.model.dtype)
+            for i, r in enumerate(requests):
+                features[i, : lengths[i]] = r.audio_features
+        # Windows encoded in part (each to its own ``heard``) take the silence's K/V after the longest part.
+        parts = [r.heard for r in requests]
+        heard = None if None in parts or n_audio != self.model.dims.n_audio_ctx else max(p or 0 for p in parts)
+        self.model.decoder.set_audio(
+            features, slots, lengths=torch.tensor(lengths), heard=heard,
+            after=None if heard is None else self.silence_kv(),
+        )
         rows = [self._row(r) for r in requests]
         beams = min(requests[0].beams, self.max_batch) if k == 1 else 1
         if beams > 1:  # the beams' rows all hear the window in row 0

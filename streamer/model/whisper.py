@@ -337,28 +337,41 @@ class TextDecoder(nn.Module):
             audio_valid=torch.ones((n_windows, n_audio), dtype=torch.bool, device=w.device),
         )
 
+    def cross_kv(self, audio_features: Tensor) -> tuple[Tensor, Tensor]:
+        """Every layer's cross-attention keys and values of audio_features (B, Ta, D): (L, B, H, Ta, Dh)
+        each (``set_audio``'s ``after``, made once for the features of a window of silence)."""
+        keys, values = [], []
+        for block in cast(list[DecoderBlock], self.blocks):
+            keys.append(_split_heads(block.cross_attn.key(audio_features), self.dims.n_text_head))  # (B, H, Ta, Dh)
+            values.append(_split_heads(block.cross_attn.value(audio_features), self.dims.n_text_head))
+        return torch.stack(keys), torch.stack(values)
+
     def set_audio(
-        self, audio_features: Tensor, cache: KVCache, rows: Tensor | None = None, lengths: Tensor | None = None
+        self, audio_features: Tensor, cache: KVCache, lengths: Tensor | None = None, heard: int | None = None,
+        after: tuple[Tensor, Tensor] | None = None,
     ) -> None:
-        """Compute cross-attention K/V of audio_features (B', Ta, D) once, into cache rows (all if None).
-        ``lengths`` (B',): each row's own number of audio positions (the rest is padding); all if None."""
+        """Compute cross-attention K/V of audio_features (B, Ta, D) once, into the cache's rows.
+        ``lengths`` (B,): each row's own number of audio positions (the rest is padding); all if None.
+
+        With ``heard`` and ``after`` (``cross_kv`` of features that every row has from position ``heard``
+        on, (L, 1, H, Ta, Dh) each: a window of silence's), only the first ``heard`` positions are
+        computed and the rest copied from ``after``: a window whose encoder computed its first seconds
+        only (``AudioEncoder.forward``'s ``heard``) costs a fraction of the 30 s here too."""
+        n_audio = audio_features.shape[1]
         positions = torch.arange(cache.audio_valid.shape[1], device=audio_features.device)
-        full = audio_features.shape[1] if lengths is None else lengths
+        full = n_audio if lengths is None else lengths
         valid = positions[None, :] < torch.as_tensor(full, device=audio_features.device).reshape(-1, 1)
-        valid = valid.expand(audio_features.shape[0], -1)  # (B', Ta)
-        if rows is None:
-            cache.audio_valid.copy_(valid)
+        cache.audio_valid.copy_(valid.expand(audio_features.shape[0], -1))  # (B, Ta)
+        if heard is None or after is None or heard >= n_audio:
+            heard = n_audio
         else:
-            cache.audio_valid.index_copy_(0, rows, valid)
+            tail = slice(heard, n_audio)
+            cache.cross_k[:, :, :, tail] = after[0][:, :, :, tail]  # (L, B, H, Ta - heard, Dh), broadcast
+            cache.cross_v[:, :, :, tail] = after[1][:, :, :, tail]
+        head = audio_features[:, :heard]  # (B, heard, D)
         for i, block in enumerate(cast(list[DecoderBlock], self.blocks)):
-            k = _split_heads(block.cross_attn.key(audio_features), self.dims.n_text_head)  # (B', H, Ta, Dh)
-            v = _split_heads(block.cross_attn.value(audio_features), self.dims.n_text_head)
-            if rows is None:
-                cache.cross_k[i].copy_(k)
-                cache.cross_v[i].copy_(v)
-            else:
-                cache.cross_k[i].index_copy_(0, rows, k)
-                cache.cross_v[i].index_copy_(0, rows, v)
+            cache.cross_k[i, :, :, :heard] = _split_heads(block.cross_attn.key(head), self.dims.n_text_head)
+            cache.cross_v[i, :, :, :heard] = _split_heads(block.cross_attn.value(head), self.dims.n_text_head)
 
     def _embed(self, tokens: Tensor, positions: Tensor, kv_len: int) -> tuple[Tensor, Tensor]:
         pos = self.positional_embedding[positions]  # (B, T, D)

@@ -29,9 +29,11 @@ def run_windows(engine: Engine, jobs: Sequence[WindowJob]) -> list[DecodingResul
     n_mels = engine.model.dims.n_mels
     features: list[torch.Tensor | None] = [None] * len(jobs)
     shapes: dict[int | None, list[int]] = {}  # one encoder batch per length of the part computed
+    parts: list[int | None] = [None] * len(jobs)  # each window's part computed (the rest is the silence's)
     for i, job in enumerate(jobs):
         heard = None if job.encoder_heard is None else math.ceil(job.encoder_heard * SAMPLE_RATE / HOP_LENGTH / 2)
-        shapes.setdefault(heard if heard is not None and heard < N_FRAMES // 2 else None, []).append(i)
+        parts[i] = heard if heard is not None and heard < N_FRAMES // 2 else None
+        shapes.setdefault(parts[i], []).append(i)
     for heard, same in shapes.items():
         step = engine.encoder_rows(heard)  # on the CPU, the log-mel of only the windows encoded at once
         for group in (same[lo : lo + step] for lo in range(0, len(same), step)):
@@ -55,7 +57,7 @@ def run_windows(engine: Engine, jobs: Sequence[WindowJob]) -> list[DecodingResul
             _ready(features[i]), prompt=job.prompt, prefix=job.prefix, language=languages[i] or "en", task=job.task,
             temperature=job.temperature, timestamps=False, sample_len=job.sample_len, word_timestamps=True,
             n_frames=min(N_FRAMES, -(-len(job.audio) // HOP_LENGTH)), draft=job.draft,
-            align_from=round(job.align_from * SAMPLE_RATE / HOP_LENGTH), beam_size=job.beam_size,
+            align_from=round(job.align_from * SAMPLE_RATE / HOP_LENGTH), beam_size=job.beam_size, heard=parts[i],
         )
         for i, job in enumerate(jobs)
     ]

@@ -1,4 +1,5 @@
-"""The Whisper encoder computing only the first positions of a window (the rest from a window of silence)."""
+"""The Whisper encoder, and the decoder's cross-attention keys and values, computing only the first positions of a
+window (the rest from a window of silence)."""
 
 from __future__ import annotations
 
@@ -38,3 +39,19 @@ def test_a_window_of_speech_computed_in_part_hears_the_speech_and_ends_in_the_si
     # what the part computed is near what the whole window gives there, not equal: the silence after
     # the speech does not hear it (cosine 0.99 measured, against 0.47 between the silence and the whole)
     assert torch.nn.functional.cosine_similarity(part[:, :150], whole[:, :150], dim=-1).mean() > 0.95
+
+
+@torch.inference_mode()
+def test_cross_attention_of_windows_encoded_in_part_takes_the_silences_keys_and_values_after_the_part(tiny) -> None:
+    encoder, decoder = tiny.model.encoder, tiny.model.decoder
+    audio = load_audio(FIXTURES / "sense_and_sensibility_01_austen_64kb-0870.wav")[: 3 * 16000]
+    mels = log_mel_windows([audio, audio[: 2 * 16000]], N_FRAMES)  # (2, n_mels, 3000)
+    silence = encoder.silence(LEVEL)
+    features = encoder(mels, 175, silence)  # (2, 1500, D): positions from 175 on are the silence's
+    part = decoder.new_cache(2)
+    decoder.set_audio(features, part, heard=175, after=decoder.cross_kv(silence.features))
+    whole = decoder.new_cache(2)
+    decoder.set_audio(features, whole)
+    torch.testing.assert_close(part.cross_k, whole.cross_k, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(part.cross_v, whole.cross_v, atol=1e-5, rtol=1e-5)
+    assert bool(part.audio_valid.all())
