@@ -181,6 +181,21 @@ def test_a_window_computed_as_far_as_its_audio_transcribes_it(engine: Engine) ->
     assert "young man" in normalize(result.text)
 
 
+def test_a_window_encoded_in_part_decodes_as_before_with_the_silences_cross_attention_copied(engine: Engine) -> None:
+    """A request that says how much of its window was computed (``heard``) takes the window of silence's
+    cross-attention keys and values after it rather than computing them: the same words, the same times."""
+    audio = load_audio(FIXTURES / CLIPS[2])
+    heard = -(-len(audio) // 320) + 25  # the audio and 0.5 s after it
+    part = engine.encode(log_mel_windows([audio], 3000), heard=heard)[0]
+    copied, computed = (
+        engine.decode([Request(part, timestamps=False, word_timestamps=True, heard=h)])[0] for h in (heard, None)
+    )
+    assert copied.tokens == computed.tokens
+    assert copied.words is not None and computed.words is not None
+    assert [(w.word, w.start, w.end) for w in copied.words] == [(w.word, w.start, w.end) for w in computed.words]
+    assert [w.probability for w in copied.words] == pytest.approx([w.probability for w in computed.words], abs=1e-3)
+
+
 def test_heard_positions_covering_the_window_or_a_short_window_compute_all_of_it(engine: Engine) -> None:
     mels = log_mel_windows([load_audio(FIXTURES / CLIPS[2])], 3000)
     assert torch.equal(engine.encode(mels, heard=1500), engine.encode(mels))
