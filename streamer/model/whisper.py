@@ -337,14 +337,17 @@ class TextDecoder(nn.Module):
             audio_valid=torch.ones((n_windows, n_audio), dtype=torch.bool, device=w.device),
         )
 
+    def _layer_cross_kv(self, block: DecoderBlock, audio_features: Tensor) -> tuple[Tensor, Tensor]:
+        """One layer's cross-attention keys and values of audio_features (B, Ta, D): (B, H, Ta, Dh) each."""
+        n_head = self.dims.n_text_head
+        return (_split_heads(block.cross_attn.key(audio_features), n_head),
+                _split_heads(block.cross_attn.value(audio_features), n_head))
+
     def cross_kv(self, audio_features: Tensor) -> tuple[Tensor, Tensor]:
         """Every layer's cross-attention keys and values of audio_features (B, Ta, D): (L, B, H, Ta, Dh)
         each (``set_audio``'s ``after``, made once for the features of a window of silence)."""
-        keys, values = [], []
-        for block in cast(list[DecoderBlock], self.blocks):
-            keys.append(_split_heads(block.cross_attn.key(audio_features), self.dims.n_text_head))  # (B, H, Ta, Dh)
-            values.append(_split_heads(block.cross_attn.value(audio_features), self.dims.n_text_head))
-        return torch.stack(keys), torch.stack(values)
+        layers = [self._layer_cross_kv(block, audio_features) for block in cast(list[DecoderBlock], self.blocks)]
+        return torch.stack([k for k, _ in layers]), torch.stack([v for _, v in layers])
 
     def set_audio(
         self, audio_features: Tensor, cache: KVCache, lengths: Tensor | None = None, heard: int | None = None,
@@ -370,8 +373,7 @@ class TextDecoder(nn.Module):
             cache.cross_v[:, :, :, tail] = after[1][:, :, :, tail]
         head = audio_features[:, :heard]  # (B, heard, D)
         for i, block in enumerate(cast(list[DecoderBlock], self.blocks)):
-            cache.cross_k[i, :, :, :heard] = _split_heads(block.cross_attn.key(head), self.dims.n_text_head)
-            cache.cross_v[i, :, :, :heard] = _split_heads(block.cross_attn.value(head), self.dims.n_text_head)
+            cache.cross_k[i, :, :, :heard], cache.cross_v[i, :, :, :heard] = self._layer_cross_kv(block, head)
 
     def _embed(self, tokens: Tensor, positions: Tensor, kv_len: int) -> tuple[Tensor, Tensor]:
         pos = self.positional_embedding[positions]  # (B, T, D)
