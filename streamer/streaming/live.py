@@ -46,6 +46,7 @@ class LiveStream:
         self._ended = False
         self._cancelled = False
         self._queued = False  # a request for this stream's next decode waits in the scheduler's queue
+        self._final_due = False  # its utterance has ended: the request is urgent (read by the scheduler)
         self.failed: BaseException | None = None
 
     def _emit(self, events: list[Event]) -> None:
@@ -54,7 +55,10 @@ class LiveStream:
 
     def _pump(self) -> None:
         """Queue a request for the session's next decode if one is due (lock held); the job itself is
-        made when its batch begins (``_take``), with the audio that has arrived by then."""
+        made when its batch begins (``_take``), with the audio that has arrived by then. A request is
+        urgent once the utterance has ended (now, or while it waits): its final decode commits the last
+        words. (Settling decodes too: committed p90 about as low, but 0.8 points more WER over 4 runs.)"""
+        self._final_due = self.session.final_due()
         if self.failed is not None or self._cancelled or self._queued:
             return
         if not self.session.due():
@@ -62,7 +66,7 @@ class LiveStream:
                 self._idle.notify_all()
             return
         try:
-            self.scheduler.submit(self._take, self._done)
+            self.scheduler.submit(self._take, self._done, self._urgent)
             self._queued = True
         except Overloaded:
             log.warning("inference queue full; a decode of this stream is put off")  # asked again with its next audio
@@ -70,6 +74,9 @@ class LiveStream:
             self.failed = e
             self._idle.notify_all()
             log.warning("the scheduler closed before this stream's last audio was decoded")
+
+    def _urgent(self) -> bool:
+        return self._final_due  # a plain read: the scheduler asks with its lock held
 
     def _take(self) -> WindowJob | None:
         """The job for the queued request, made now (on the inference thread)."""

@@ -11,6 +11,11 @@ A window is decoded the same way whatever the load (its encoder length is the se
 a stream's text does not depend on how many others share the engine; under load each stream is simply
 decoded less often (it has one job in flight, and its next covers all the audio that came meanwhile).
 
+A request may say it is urgent (``submit``'s ``urgent``, read when a batch is made up): urgent requests
+are taken first, in the order they came. A stream's request is urgent once its utterance has ended:
+its final decode commits the utterance's last words, which would otherwise wait behind every other
+stream's partial decode (on the CPU one window at a time, ~0.1 s each).
+
 Overflow policy of the queue: **reject** — ``submit`` raises ``Overloaded`` when ``max_queue`` jobs
 wait, and the caller (a session) retries with its next job once its audio moves on.
 """
@@ -34,6 +39,11 @@ log = logging.getLogger(__name__)
 
 Callback = Callable[[WindowJob, "DecodingResult | BaseException"], None]
 Take = Callable[[], "WindowJob | None"]  # makes the job when its batch begins; None: nothing to do any more
+Urgent = Callable[[], bool]  # read without any lock of the scheduler's held: it must not block
+
+
+def never() -> bool:
+    return False
 
 
 class Overloaded(Exception):
@@ -84,7 +94,7 @@ class Scheduler:
         self.max_batch = max_batch or default_batch(engine)
         self.stats = SchedulerStats()
         self.heap = HeapTrimmer(default_trim_interval(engine) if trim_interval is None else trim_interval)
-        self._queue: deque[tuple[Take, Callback]] = deque()
+        self._queue: deque[tuple[Take, Callback, Urgent]] = deque()
         self._cond = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="streamer-inference", daemon=True)
@@ -100,16 +110,17 @@ class Scheduler:
         stream would slow every stream down."""
         return len(self._queue) > self.engine.max_batch
 
-    def submit(self, take: Take, callback: Callback) -> None:
+    def submit(self, take: Take, callback: Callback, urgent: Urgent = never) -> None:
         """Queue a decode: ``take()`` is called on the inference thread, with no lock of the scheduler's
         held, when the batch it joins begins; the job it returns is decoded, then ``callback(job,
-        outcome)`` runs there too."""
+        outcome)`` runs there too. ``urgent()`` is asked, with the scheduler's lock held (so it must
+        only read a flag), whenever a batch is made up while the request waits: True puts it first."""
         with self._cond:
             if self._stopping:
                 raise SchedulerClosed("the scheduler is closed")
             if len(self._queue) >= self.max_queue:
                 raise Overloaded(f"{len(self._queue)} inference jobs are waiting")
-            self._queue.append((take, callback))
+            self._queue.append((take, callback, urgent))
             self._cond.notify()
 
     def _run(self) -> None:
@@ -119,7 +130,7 @@ class Scheduler:
                     self._cond.wait()
                 if not self._queue:
                     return
-                requests = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
+                requests = self._next_requests()
             batch = self._take(requests)
             if not batch:
                 continue
@@ -137,6 +148,17 @@ class Scheduler:
                     log.exception("a session's result handler failed")
             del jobs, outcomes, batch
             self.heap.maybe_trim()
+
+    def _next_requests(self) -> list[tuple[Take, Callback]]:
+        """Up to ``max_batch`` requests off the queue (lock held): the urgent ones first, then the oldest."""
+        chosen: list[tuple[Take, Callback, Urgent]] = []
+        rest: deque[tuple[Take, Callback, Urgent]] = deque()
+        for entry in self._queue:
+            (chosen if len(chosen) < self.max_batch and entry[2]() else rest).append(entry)
+        while rest and len(chosen) < self.max_batch:
+            chosen.append(rest.popleft())
+        self._queue = rest
+        return [(take, callback) for take, callback, _ in chosen]
 
     def _take(self, requests: list[tuple[Take, Callback]]) -> list[tuple[WindowJob, Callback]]:
         """The requests' jobs, made now. A ``take`` that raises (its own failure to handle) is logged and

@@ -363,6 +363,10 @@ class StreamSession:
         new_audio = end - max(self._last_job_end, start)
         return new_audio >= config.interval * SAMPLE_RATE and end - start >= config.min_audio * SAMPLE_RATE
 
+    def final_due(self) -> bool:
+        """The utterance has ended and its final decode, which commits its last words, is still to be made."""
+        return self._in_flight is None and bool(self._segments) and self._segments[0][1] is not None
+
     def next_job(self) -> WindowJob | None:
         """The decode to run now, if any (one at a time per session)."""
         if self._in_flight is not None or not self._segments:

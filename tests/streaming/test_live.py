@@ -169,3 +169,42 @@ def test_a_decode_hears_the_audio_that_arrived_while_it_waited_in_the_queue(engi
         release.set()
         scheduler.close()
     assert heard and heard[0] == 2.0  # its first decode heard all 2 s, not the 0.3 s there when it asked
+
+
+def test_a_stream_whose_utterance_ended_is_decoded_before_streams_still_speaking(engine):
+    """The final decode commits an utterance's last words: it does not wait behind partial decodes."""
+    scheduler = Scheduler(engine)
+    taken, release = threading.Event(), threading.Event()
+
+    def blocker():  # holds the inference thread, as other streams' decodes would
+        taken.set()
+        release.wait(60)
+
+    order: list[str] = []
+    decoded = threading.Event()
+
+    def record(name: str):
+        def on_decoded(_seconds: float) -> None:
+            order.append(name)
+            decoded.set()
+        return on_decoded
+
+    speaking = LiveStream(scheduler, lambda _events: None, on_decoded=record("speaking"))
+    ended = LiveStream(scheduler, lambda _events: None, on_decoded=record("ended"))
+    speech = load_audio(CLIP)[: 2 * 16000]
+    try:
+        scheduler.submit(blocker, lambda _job, _outcome: None)
+        assert taken.wait(60)
+        for stream, audio in ((speaking, speech), (ended, np.concatenate([speech, np.zeros(16000, np.float32)]))):
+            for start in range(0, len(audio), 1600):
+                stream.feed(audio[start : start + 1600])
+        assert scheduler.depth == 2  # the speaking stream asked first
+        release.set()
+        assert decoded.wait(60)  # (ending the speaking stream now would make its request urgent too)
+        for stream in (speaking, ended):
+            stream.end()
+            assert stream.wait(timeout=120)
+    finally:
+        release.set()
+        scheduler.close()
+    assert order[:2] == ["ended", "speaking"]

@@ -85,3 +85,35 @@ def test_saturated_while_more_windows_wait_than_the_engine_decodes_at_once(engin
         assert not scheduler.saturated
     finally:
         scheduler.close()
+
+
+def test_urgent_requests_are_taken_first_and_the_rest_in_the_order_they_came(engine):
+    scheduler = Scheduler(engine)
+    taken, release = threading.Event(), threading.Event()
+    order: list[str] = []
+    done = threading.Semaphore(0)
+
+    def blocker():  # holds the inference thread while the others queue up
+        taken.set()
+        release.wait(60)
+
+    def request(name: str):
+        def take():
+            order.append(name)
+            return job(np.zeros(16000, np.float32))
+        return take
+
+    flags = {"a": False, "b": False, "c": True, "d": False}
+    try:
+        scheduler.submit(blocker, lambda _j, _o: None)
+        assert taken.wait(60)
+        for name in "abcd":
+            scheduler.submit(request(name), lambda _j, _o: done.release(), lambda name=name: flags[name])
+        flags["d"] = True  # became urgent while it waited
+        release.set()
+        for _ in range(4):
+            assert done.acquire(timeout=60)
+    finally:
+        release.set()
+        scheduler.close()
+    assert order == ["c", "d", "a", "b"]

@@ -227,3 +227,14 @@ def test_a_job_hears_the_same_audio_while_more_arrives_and_the_ring_wraps():
         session.feed(np.full(16000, 0.5, np.float32))
     assert session.ring.end > session.ring.capacity  # the later audio went round the ring
     assert np.array_equal(job.audio, heard)
+
+
+def test_a_final_is_due_once_the_utterance_has_ended_until_its_final_is_made():
+    session = StreamSession()
+    speech = load_audio(SENSE[0])[: 2 * 16000]
+    session.feed(speech)
+    assert session.due() and not session.final_due()  # a partial decode: nothing waits for it yet
+    session.feed(np.zeros(16000, np.float32))  # the VAD hears the utterance end
+    assert session.final_due()
+    job = session.next_job()
+    assert job is not None and job.final and not session.final_due()  # made: in flight
