@@ -14,7 +14,8 @@ chromium      chromium           the browser caption page (headless Chromium, fa
 xvfb          Xvfb               desktop dictation (a virtual X display)
 xdotool       xdotool            desktop dictation (typing into a window)
 haproxy       haproxy            the load-balancer test (three replicas behind HAProxy)
-ffmpeg        ffmpeg             the OpenAI transcription endpoint reading an Ogg/Opus upload'
+ffmpeg        ffmpeg             the OpenAI transcription endpoint reading an Ogg/Opus upload
+libjemalloc2  lib:libjemalloc    the daemon on jemalloc (its smaller, flat heap)'
 missing=()
 reasons=()
 have() {

@@ -1,4 +1,9 @@
-"""Give freed heap memory back to the system, so a long-running daemon's RSS stays flat.
+"""Keep a long-running daemon's heap flat: jemalloc where it is installed, else glibc with trims.
+
+``streamer serve`` runs on jemalloc when the system has it (``use_jemalloc``: the process starts
+itself again with it preloaded, before torch is imported; ``--allocator system`` keeps glibc's).
+jemalloc returns freed pages by itself and fragments less: bench/load.py, 4 clients on 2 cores, RSS
+peak 491-504 MiB against 565-599 MiB with glibc and trims every second, at the same latency.
 
 glibc keeps freed memory in its arenas. Inference allocates and frees multi-megabyte buffers of
 varying size many times a second, and with glibc's adaptive mmap threshold they come from the heap,
@@ -11,7 +16,9 @@ it hands back in again (``streaming.scheduler.default_trim_interval``: every sec
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -19,8 +26,48 @@ from collections.abc import Callable
 log = logging.getLogger(__name__)
 
 
+PRELOAD = "LD_PRELOAD"
+
+
+def jemalloc_library() -> str | None:
+    """The installed jemalloc's shared library (its soname, which the dynamic loader finds), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    name = ctypes.util.find_library("jemalloc")
+    return name if name and name.startswith("libjemalloc.so") else None
+
+
+def running_on_jemalloc() -> bool:
+    """This process's malloc is jemalloc's (it exports ``mallctl``)."""
+    return hasattr(ctypes.CDLL(None), "mallctl")
+
+
+def use_jemalloc(argv: list[str]) -> None:
+    """Start this process again with jemalloc preloaded, if it is installed and not loaded already: does
+    not return then. ``argv`` is the interpreter's whole command line (``sys.orig_argv``). Call it before
+    any thread or file of the command's exists; it changes nothing where jemalloc is not installed (glibc
+    and ``HeapTrimmer`` then)."""
+    if running_on_jemalloc():
+        log.info("malloc: jemalloc")
+        return
+    library = jemalloc_library()
+    if library is None:
+        log.info("jemalloc is not installed: glibc's malloc, with heap trims")
+        return
+    if library in os.environ.get(PRELOAD, "").split(":"):  # preloaded, and the loader could not: no loop
+        log.warning("%s is in %s but not loaded: glibc's malloc, with heap trims", library, PRELOAD)
+        return
+    preload = ":".join(p for p in (os.environ.get(PRELOAD), library) if p)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, argv, {**os.environ, PRELOAD: preload})
+
+
 def _malloc_trim() -> Callable[[int], int] | None:
     if not sys.platform.startswith("linux"):
+        return None
+    if running_on_jemalloc():  # glibc's trim would find nothing to give back
+        log.debug("jemalloc returns freed memory itself: heap trimming is off")
         return None
     try:
         trim: Callable[[int], int] = ctypes.CDLL("libc.so.6").malloc_trim

@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from streamer.heap import HeapTrimmer
+from streamer.heap import HeapTrimmer, jemalloc_library
+
+JEMALLOC = jemalloc_library()
+needs_jemalloc = pytest.mark.skipif(JEMALLOC is None, reason="jemalloc is not installed (apt-get install libjemalloc2)")
 
 
 class Clock:
@@ -51,3 +56,38 @@ def test_trim_returns_freed_heap_memory() -> None:
     assert heap.maybe_trim()
     assert _rss_mib() < before - 100
     assert keep.sum() == 60_000
+
+
+def serve_on_jemalloc(*options: str) -> bool:
+    """Whether a ``streamer serve`` process (the whole program, as a user starts it) has jemalloc loaded
+    once it listens."""
+    proc = subprocess.Popen([sys.executable, "-m", "streamer", "-v", "serve", "--port", "0", *options],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "listening on" in line:
+                break
+        with open(f"/proc/{proc.pid}/maps") as maps:
+            return "libjemalloc" in maps.read()
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+@needs_jemalloc
+def test_the_daemon_runs_on_jemalloc_where_it_is_installed() -> None:
+    assert serve_on_jemalloc()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
+def test_the_daemon_keeps_the_c_librarys_malloc_when_told() -> None:
+    assert not serve_on_jemalloc("--allocator", "system")
+
+
+@needs_jemalloc
+def test_a_process_on_jemalloc_does_not_trim_the_heap() -> None:
+    code = "from streamer import heap; print(heap.running_on_jemalloc(), heap.HeapTrimmer().available)"
+    env = {**os.environ, "LD_PRELOAD": str(JEMALLOC)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "False"]

@@ -15,6 +15,7 @@ from streamer import __version__
 from streamer.cli import dictate, listen, mic, serve, transcribe
 from streamer.cli.common import EXIT_USAGE, Parser
 from streamer.errors import StreamerError
+from streamer.heap import use_jemalloc
 
 COMMANDS = (transcribe, serve, listen, dictate, mic)
 
@@ -31,13 +32,16 @@ def build_parser() -> Parser:
 
 def main(argv: Sequence[str] | None = None, quick_exit: bool = False) -> int:
     """Run one command; returns its exit status. ``quick_exit`` (the ``streamer`` program itself, never
-    a caller in the same process): a one-shot command that imported torch ends the process here."""
+    a caller in the same process): a one-shot command that imported torch ends the process here, and
+    the daemon starts itself again on jemalloc if it is installed (``--allocator``)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if quick_exit and getattr(args, "allocator", "system") == "auto":
+        use_jemalloc(list(sys.orig_argv))
     try:
         code = int(args.run(args))
     except StreamerError as e:

@@ -51,6 +51,9 @@ def add(sub: argparse._SubParsersAction[Parser]) -> None:
                    help="close a session after this many seconds without a message")
     v.add_argument("--wyoming-port", type=int, default=None, metavar="PORT",
                    help="also serve the Wyoming protocol (Home Assistant) on this TCP port")
+    v.add_argument("--allocator", choices=("auto", "system"), default="auto",
+                   help="malloc of the daemon: auto (default) runs it on jemalloc where installed (apt-get install "
+                   "libjemalloc2: less heap, flat), system keeps the C library's (glibc: trimmed every second)")
     v.add_argument("--max-upload-mb", type=positive_float, default=100.0, metavar="MB",
                    help="the largest audio file POSTed to /v1/audio/transcriptions (OpenAI REST); default 100")
     v.set_defaults(run=run)

@@ -73,13 +73,13 @@ def default_batch(engine: Engine) -> int:
 
 
 def default_trim_interval(engine: Engine) -> float:
-    """Seconds between heap trims (``HeapTrimmer``): 1 on the CPU, where the windows' buffers of varying
-    sizes fragment the heap faster than trims every 10 s keep up with (issue 13: under 600 MB with 4
-    streams); 10 elsewhere. bench/load.py --sets librivox,cards,harbor, 2 cores, trimming every 10 s: RSS
-    peak 592, 648 and 634-660 MiB with 1, 4 and 6 clients (6: committed median/p90 1.25-1.35/2.40-2.51 s
-    over three runs); every 3 s, 597 and 616 MiB with 4 and 6; every second, 547, 554-566 and 572-588 MiB
-    (6: 1.32-1.83/2.40-3.73 s over four runs). The price: the pages handed back are faulted in again,
-    and one stream's inference thread was busy 43% of the time against 36%."""
+    """Seconds between heap trims (``HeapTrimmer``; glibc's malloc only, jemalloc needs none): 1 on the CPU,
+    where the windows' buffers of varying sizes fragment the heap faster than trims every 10 s keep up with
+    (issue 13: under 600 MB with 4 streams); 10 elsewhere. bench/load.py --sets librivox,cards,harbor, 2 cores,
+    trimming every 10 s: RSS peak 592, 648 and 634-660 MiB with 1, 4 and 6 clients (6: committed median/p90
+    1.25-1.35/2.40-2.51 s over three runs); every 3 s, 597 and 616 MiB with 4 and 6; every second, 547, 554-566
+    and 572-588 MiB (6: 1.32-1.83/2.40-3.73 s over four runs). The price: the pages handed back are faulted in
+    again, and one stream's inference thread was busy 43% of the time against 36%."""
     return 1.0 if engine.device.type == "cpu" else 10.0
 
 
