@@ -3,7 +3,8 @@
 ``streamer serve`` runs on jemalloc when the system has it (``use_jemalloc``: the process starts
 itself again with it preloaded, before torch is imported; ``--allocator system`` keeps glibc's).
 jemalloc returns freed pages by itself and fragments less: bench/load.py, 4 clients on 2 cores, RSS
-peak 491-504 MiB against 565-599 MiB with glibc and trims every second, at the same latency.
+peak 491-504 MiB against 565-599 MiB with glibc and trims every second, at about the same latency
+(in process, partial decodes 53-55 against 56-57 ms; a 30 s encoder pass 124-149 against 120-132 ms).
 
 glibc keeps freed memory in its arenas. Inference allocates and frees multi-megabyte buffers of
 varying size many times a second, and with glibc's adaptive mmap threshold they come from the heap,

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 Callback = Callable[[WindowJob, "DecodingResult | BaseException"], None]
 Take = Callable[[], "WindowJob | None"]  # makes the job when its batch begins; None: nothing to do any more
-Urgent = Callable[[], bool]  # read without any lock of the scheduler's held: it must not block
+Urgent = Callable[[], bool]  # asked with the scheduler's lock held: it reads a flag, never blocks
 
 
 def never() -> bool:
