@@ -3,8 +3,9 @@
 ``streamer serve`` runs on jemalloc when the system has it (``use_jemalloc``: the process starts
 itself again with it preloaded, before torch is imported; ``--allocator system`` keeps glibc's).
 jemalloc returns freed pages by itself and fragments less: bench/load.py, 4 clients on 2 cores, RSS
-peak 491-504 MiB against 565-599 MiB with glibc and trims every second, at about the same latency
-(in process, partial decodes 53-55 against 56-57 ms; a 30 s encoder pass 124-149 against 120-132 ms).
+peak 491-504 MiB against 565-599 MiB with glibc and trims every second. The price: a 30 s encoder pass
+(a final decode's) runs ~10% slower on it (best of 10: 133-144 against 112-127 ms), and 6 saturated
+clients got 5-10% fewer decodes (617-642 windows against 635-685, one run of three 510).
 
 glibc keeps freed memory in its arenas. Inference allocates and frees multi-megabyte buffers of
 varying size many times a second, and with glibc's adaptive mmap threshold they come from the heap,
