@@ -80,7 +80,7 @@ def test_the_daemon_runs_on_jemalloc_where_it_is_installed() -> None:
     assert serve_on_jemalloc()
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
+@needs_jemalloc  # without it installed there is no other malloc to keep it from
 def test_the_daemon_keeps_the_c_librarys_malloc_when_told() -> None:
     assert not serve_on_jemalloc("--allocator", "system")
 
