@@ -71,6 +71,16 @@ def quantize_int8(loaded: LoadedModel) -> None:
         loaded.half_token_table = None
 
 
+def bfloat16_is_native() -> bool:
+    """This CPU multiplies bfloat16 in hardware (AVX-512 BF16, or AMX) and PyTorch runs its AVX-512
+    kernels here (not when ``ATEN_CPU_CAPABILITY`` holds it to AVX2 or none)."""
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX512", "AMX"):
+        return False
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    avx512_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    return any(check is not None and bool(check()) for check in (amx, avx512_bf16))
+
+
 def apply_compute_type(loaded: LoadedModel, compute_type: str) -> None:
     """Convert a freshly loaded float32 model in place: float32 (as is), int8 (CPU), float16/bfloat16."""
     model = loaded.model
@@ -80,6 +90,8 @@ def apply_compute_type(loaded: LoadedModel, compute_type: str) -> None:
         if model.device.type != "cpu":
             raise StreamerError("--compute-type int8 runs on the CPU only")
         quantize_int8(loaded)
+        if bfloat16_is_native():
+            model.narrow_audio_attention(torch.bfloat16)
     elif compute_type == "float16" and model.device.type == "cpu":
         raise StreamerError("--compute-type float16 needs a GPU (use float32, int8 or bfloat16 on the CPU)")
     elif compute_type in ("float16", "bfloat16"):

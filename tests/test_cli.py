@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from streamer.cli import main
+from streamer.textnorm import word_errors
 
 from .conftest import FIXTURES, normalize
 from .test_audio import write_wav
@@ -130,7 +131,10 @@ def test_batched_transcription_shows_its_progress_and_prints_the_text(capsys: py
     out, err = capsys.readouterr()
     assert "garden.wav [" in err and "100%" in err and "63.1/63.1 s" in err
     assert err.count("%") >= 2  # a step per batch, not only the end
-    assert "garden" in normalize(out).split() and len(normalize(out).split()) > 120
+    # every window's text: a window lost would be a third of the words (windows decode without a prompt,
+    # so a marginal phrase of this synthetic voice varies with the kernels: 17-22% measured)
+    reference = normalize(garden.with_suffix(".txt").read_text()).split()
+    assert word_errors(reference, normalize(out).split()) <= 0.3 * len(reference)
 
 
 def test_batch_size_refuses_beam_search() -> None:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -9,7 +11,7 @@ import torch
 
 from streamer.audio import load_audio
 from streamer.decoding.decode import DecodingOptions, decode_features
-from streamer.engine import Engine, Request
+from streamer.engine import Engine, Request, bfloat16_is_native
 from streamer.errors import StreamerError
 from streamer.mel import log_mel_spectrogram, log_mel_windows
 from streamer.model.loading import bundled_files, load_model
@@ -119,7 +121,7 @@ def test_int8_keeps_a_float16_checkpoints_token_table_in_float16() -> None:
     engine = Engine(load_model("tiny.en"), max_batch=1, compute_type="int8")
     assert engine.model.decoder.token_embedding.weight.dtype == torch.float16
     assert engine.model.dtype == torch.float32
-    assert engine.cache.self_k.dtype == engine.cache.cross_k.dtype == torch.float32
+    assert engine.cache.self_k.dtype == torch.float32  # the cross-attention's: bfloat16 where native (below)
 
 
 def _mapping_at(address: int) -> tuple[str, float]:
@@ -255,3 +257,18 @@ def test_a_beam_request_above_temperature_zero_samples_one_row_batched_with_othe
     assert engine._chunks([hot, replace(hot, beam_size=None)]) == [[0, 1]]
     cold = replace(hot, temperature=0.0)
     assert engine._chunks([cold, replace(cold, beam_size=None)]) == [[0], [1]]  # a beam search goes alone
+
+
+def test_int8_runs_the_attention_over_audio_in_bfloat16_where_the_cpu_multiplies_it_natively() -> None:
+    loaded = load_model("tiny.en")
+    engine = Engine(loaded, max_batch=1, compute_type="int8")
+    expected = torch.bfloat16 if bfloat16_is_native() else torch.float32
+    assert engine.cache.cross_k.dtype == expected
+    assert engine.silence_kv()[0].dtype == expected
+
+
+def test_bfloat16_is_not_native_where_pytorch_is_held_to_avx2_kernels() -> None:
+    probe = "from streamer.engine import bfloat16_is_native; print(bfloat16_is_native())"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                         env={**os.environ, "ATEN_CPU_CAPABILITY": "avx2"})
+    assert out.stdout.strip() == "False"

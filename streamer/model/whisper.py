@@ -60,6 +60,9 @@ class MultiHeadAttention(nn.Module):
         self.key = nn.Linear(n_state, n_state, bias=False)
         self.value = nn.Linear(n_state, n_state)
         self.out = nn.Linear(n_state, n_state)
+        # The dtype the attention itself (keys and values kept, the weighted sum) runs in, when it is not
+        # the projections': ``Whisper.narrow_audio_attention``.
+        self.attention_dtype: torch.dtype | None = None
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
         """q (B, Tq, D), k and v (B, Tk, D), mask (B, 1, Tq, Tk) bool -> (B, Tq, D)."""
@@ -67,8 +70,14 @@ class MultiHeadAttention(nn.Module):
 
     def attend_heads(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
         """As ``attend``, with k and v already split into heads, (B, H, Tk, Dh) each."""
-        out = F.scaled_dot_product_attention(_split_heads(q, self.n_head), k, v, attn_mask=mask)  # (B, H, Tq, Dh)
-        return self.out(_merge_heads(out))
+        dtype = q.dtype
+        q = self.narrow(_split_heads(q, self.n_head))  # (B, H, Tq, Dh)
+        out = F.scaled_dot_product_attention(q, self.narrow(k), self.narrow(v), attn_mask=mask)  # (B, H, Tq, Dh)
+        return self.out(_merge_heads(out).to(dtype))
+
+    def narrow(self, x: Tensor) -> Tensor:
+        """x in the attention's dtype (the same tensor when it is already)."""
+        return x if self.attention_dtype is None else x.to(self.attention_dtype)
 
 
 class MLP(nn.Sequential):
@@ -92,8 +101,8 @@ class EncoderBlock(nn.Module):
     def forward_kv(self, x: Tensor, after: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """As ``forward``, also returning x's own keys and values, (B, H, T, Dh) each."""
         h = self.attn_ln(x)
-        k = _split_heads(self.attn.key(h), self.attn.n_head)  # (B, H, T, Dh)
-        v = _split_heads(self.attn.value(h), self.attn.n_head)
+        k = self.attn.narrow(_split_heads(self.attn.key(h), self.attn.n_head))  # (B, H, T, Dh)
+        v = self.attn.narrow(_split_heads(self.attn.value(h), self.attn.n_head))
         keys, values = (k, v) if after is None else (torch.cat([k, after[0]], 2), torch.cat([v, after[1]], 2))
         x = x + self.attn.attend_heads(self.attn.query(h), keys, values)
         return x + self.mlp(self.mlp_ln(x)), k, v
@@ -293,7 +302,7 @@ class DecoderBlock(nn.Module):
         h = self.cross_attn_ln(x)
         n_head = self.cross_attn.n_head
         q = _split_heads(self.cross_attn.query(h), n_head)  # (B, H, T, Dh)
-        k, v = cross_k, cross_v  # (B, H, Ta, Dh)
+        k, v = cross_k.to(q.dtype), cross_v.to(q.dtype)  # (B, H, Ta, Dh): word timings in the model's dtype
         qk = (q @ k.transpose(-1, -2)).float() / math.sqrt(q.shape[-1])  # (B, H, T, Ta)
         qk = qk.masked_fill(~cross_mask, float("-inf"))
         out = qk.softmax(dim=-1).to(v.dtype) @ v  # (B, H, T, Dh)
@@ -329,19 +338,20 @@ class TextDecoder(nn.Module):
         shape_self = (dims.n_text_layer, batch_size, dims.n_text_ctx, dims.n_text_state)
         head_dim = dims.n_text_state // dims.n_text_head
         shape_cross = (dims.n_text_layer, n_windows, dims.n_text_head, n_audio, head_dim)
+        cross_dtype = cast(DecoderBlock, self.blocks[0]).cross_attn.attention_dtype or w.dtype
         return KVCache(
             self_k=torch.zeros(shape_self, dtype=w.dtype, device=w.device),
             self_v=torch.zeros(shape_self, dtype=w.dtype, device=w.device),
-            cross_k=torch.zeros(shape_cross, dtype=w.dtype, device=w.device),
-            cross_v=torch.zeros(shape_cross, dtype=w.dtype, device=w.device),
+            cross_k=torch.zeros(shape_cross, dtype=cross_dtype, device=w.device),
+            cross_v=torch.zeros(shape_cross, dtype=cross_dtype, device=w.device),
             audio_valid=torch.ones((n_windows, n_audio), dtype=torch.bool, device=w.device),
         )
 
     def _layer_cross_kv(self, block: DecoderBlock, audio_features: Tensor) -> tuple[Tensor, Tensor]:
         """One layer's cross-attention keys and values of audio_features (B, Ta, D): (B, H, Ta, Dh) each."""
-        n_head = self.dims.n_text_head
-        return (_split_heads(block.cross_attn.key(audio_features), n_head),
-                _split_heads(block.cross_attn.value(audio_features), n_head))
+        n_head, attn = self.dims.n_text_head, block.cross_attn
+        return (attn.narrow(_split_heads(attn.key(audio_features), n_head)),
+                attn.narrow(_split_heads(attn.value(audio_features), n_head)))
 
     def cross_kv(self, audio_features: Tensor) -> tuple[Tensor, Tensor]:
         """Every layer's cross-attention keys and values of audio_features (B, Ta, D): (L, B, H, Ta, Dh)
@@ -468,6 +478,15 @@ class Whisper(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         return self.decoder.positional_embedding.dtype
+
+    def narrow_audio_attention(self, dtype: torch.dtype) -> None:
+        """Run the attention over audio positions (the encoder's, the decoder's cross-attention) in
+        ``dtype``, with its keys and values kept in it; the projections keep theirs. Call it before
+        making a decoder cache or a window of silence, which are then kept in ``dtype`` too."""
+        for block in cast(list[EncoderBlock], self.encoder.blocks):
+            block.attn.attention_dtype = dtype
+        for dblock in cast(list[DecoderBlock], self.decoder.blocks):
+            dblock.cross_attn.attention_dtype = dtype
 
     @property
     def is_multilingual(self) -> bool:
