@@ -9,6 +9,7 @@ reused by the next call without reallocation.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -33,7 +34,9 @@ from streamer.model.int8 import Int8Linear, quantize_linears
 from streamer.model.loading import LoadedModel
 from streamer.model.whisper import KVCache, Silence
 
-COMPUTE_TYPES = ("float32", "int8", "float16", "bfloat16")
+log = logging.getLogger(__name__)
+
+COMPUTE_TYPES = ("float32", "int8", "int8_bfloat16", "float16", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -82,16 +85,20 @@ def bfloat16_is_native() -> bool:
 
 
 def apply_compute_type(loaded: LoadedModel, compute_type: str) -> None:
-    """Convert a freshly loaded float32 model in place: float32 (as is), int8 (CPU), float16/bfloat16."""
+    """Convert a freshly loaded float32 model in place: float32 (as is), int8 (CPU), int8_bfloat16 (CPU:
+    int8, with the encoder's attention in bfloat16), float16/bfloat16."""
     model = loaded.model
     if compute_type not in COMPUTE_TYPES:
         raise StreamerError(f"--compute-type: {compute_type!r} is not one of {', '.join(COMPUTE_TYPES)}")
-    if compute_type == "int8":
+    if compute_type in ("int8", "int8_bfloat16"):
         if model.device.type != "cpu":
-            raise StreamerError("--compute-type int8 runs on the CPU only")
+            raise StreamerError(f"--compute-type {compute_type} runs on the CPU only")
         quantize_int8(loaded)
-        if bfloat16_is_native():
-            model.narrow_audio_attention(torch.bfloat16)
+        if compute_type == "int8_bfloat16":
+            if not bfloat16_is_native():
+                log.warning("this CPU has no bfloat16 instructions PyTorch uses (AVX-512 BF16, AMX): "
+                            "int8_bfloat16 runs slower here than int8")
+            model.narrow_encoder_attention(torch.bfloat16)
     elif compute_type == "float16" and model.device.type == "cpu":
         raise StreamerError("--compute-type float16 needs a GPU (use float32, int8 or bfloat16 on the CPU)")
     elif compute_type in ("float16", "bfloat16"):

@@ -11,9 +11,10 @@ import torch
 
 from streamer.audio import load_audio
 from streamer.decoding.decode import DecodingOptions, decode_features
-from streamer.engine import Engine, Request, bfloat16_is_native
+from streamer.engine import Engine, Request
 from streamer.errors import StreamerError
 from streamer.mel import log_mel_spectrogram, log_mel_windows
+from streamer.model.int8 import Int8Linear
 from streamer.model.loading import bundled_files, load_model
 
 from .conftest import FIXTURES, normalize
@@ -121,7 +122,7 @@ def test_int8_keeps_a_float16_checkpoints_token_table_in_float16() -> None:
     engine = Engine(load_model("tiny.en"), max_batch=1, compute_type="int8")
     assert engine.model.decoder.token_embedding.weight.dtype == torch.float16
     assert engine.model.dtype == torch.float32
-    assert engine.cache.self_k.dtype == torch.float32  # the cross-attention's: bfloat16 where native (below)
+    assert engine.cache.self_k.dtype == engine.cache.cross_k.dtype == torch.float32
 
 
 def _mapping_at(address: int) -> tuple[str, float]:
@@ -259,12 +260,16 @@ def test_a_beam_request_above_temperature_zero_samples_one_row_batched_with_othe
     assert engine._chunks([cold, replace(cold, beam_size=None)]) == [[0], [1]]  # a beam search goes alone
 
 
-def test_int8_runs_the_attention_over_audio_in_bfloat16_where_the_cpu_multiplies_it_natively() -> None:
-    loaded = load_model("tiny.en")
-    engine = Engine(loaded, max_batch=1, compute_type="int8")
-    expected = torch.bfloat16 if bfloat16_is_native() else torch.float32
-    assert engine.cache.cross_k.dtype == expected
-    assert engine.silence_kv()[0].dtype == expected
+@pytest.mark.parametrize(("compute_type", "attention"), [("int8", torch.float32), ("int8_bfloat16", torch.bfloat16)])
+def test_int8_bfloat16_runs_the_encoders_attention_in_bfloat16(compute_type: str, attention: torch.dtype) -> None:
+    engine = Engine(load_model("tiny.en"), max_batch=1, compute_type=compute_type)
+    assert isinstance(engine.model.encoder.blocks[0].mlp[0], Int8Linear)
+    assert engine.silence().keys[0].dtype == attention
+    assert engine.cache.cross_k.dtype == engine.silence_kv()[0].dtype == torch.float32  # the decoder's: as it was
+    audio = load_audio(FIXTURES / CLIPS[2])
+    heard = -(-len(audio) // 320) + 25
+    part = engine.encode(log_mel_windows([audio], 3000), heard=heard)[0]
+    assert "young man" in normalize(engine.decode([Request(part, timestamps=False, heard=heard)])[0].text)
 
 
 def test_bfloat16_is_not_native_where_pytorch_is_held_to_avx2_kernels() -> None:

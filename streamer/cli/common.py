@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EXIT_USAGE = 2
-COMPUTE_TYPES = ("float32", "int8", "float16", "bfloat16")
+COMPUTE_TYPES = ("float32", "int8", "int8_bfloat16", "float16", "bfloat16")
 
 
 class Parser(argparse.ArgumentParser):

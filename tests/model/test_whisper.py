@@ -58,30 +58,28 @@ def test_cross_attention_of_windows_encoded_in_part_takes_the_silences_keys_and_
 
 
 @torch.inference_mode()
-def test_audio_attention_narrowed_to_bfloat16_keeps_its_keys_in_it_and_the_outputs_near_float32() -> None:
+def test_encoder_attention_narrowed_to_bfloat16_keeps_its_keys_in_it_and_the_features_near_float32() -> None:
     from streamer.model.loading import load_model
 
-    loaded = load_model("tiny.en")  # its own copy: narrowing works in place
-    model = loaded.model
+    model = load_model("tiny.en").model  # its own copy: narrowing works in place
     audio = load_audio(FIXTURES / "sense_and_sensibility_01_austen_64kb-0870.wav")
     mels = log_mel_windows([audio], N_FRAMES)  # (1, n_mels, 3000)
     heard = len(audio) // 320 + 25
     tokens = torch.tensor([[50257, 50362, 843, 844, 1100]])  # (1, 5)
     positions = torch.arange(5)[None, :]
 
-    def run() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.dtype]:
+    def run() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         silence = model.encoder.silence(LEVEL)
-        features = model.encoder(mels, heard, silence)
+        features = model.encoder(mels, heard, silence)  # the part computed attends to the silence's keys
         cache = model.decoder.new_cache(1)
         model.decoder.set_audio(features, cache)
-        logits = model.decoder(tokens, positions, cache, kv_len=5)
-        return features, logits, silence.keys[0], cache.cross_k.dtype
+        return features, model.decoder(tokens, positions, cache, kv_len=5), silence.keys[0]
 
-    features, logits, keys, dtype = run()
-    assert keys.dtype == dtype == torch.float32
-    model.narrow_audio_attention(torch.bfloat16)
-    narrow_features, narrow_logits, narrow_keys, narrow_dtype = run()
-    assert narrow_keys.dtype == narrow_dtype == torch.bfloat16  # kept narrow: half the memory to read
+    features, logits, keys = run()
+    assert keys.dtype == torch.float32
+    model.narrow_encoder_attention(torch.bfloat16)
+    narrow_features, narrow_logits, narrow_keys = run()
+    assert narrow_keys.dtype == torch.bfloat16  # kept narrow: half the memory to read
     assert narrow_features.dtype == narrow_logits.dtype == torch.float32  # the projections' dtype
     similarity = torch.nn.functional.cosine_similarity(narrow_features[0, :heard], features[0, :heard], dim=-1)
     assert float(similarity.min()) > 0.99  # 0.976 measured at one position, 0.99993 on average
