@@ -109,7 +109,9 @@ class StreamConfig:
     # not committed) is committed, with the words before and after it, as most of the hypotheses of the
     # last ``cold_span`` have it: at least ``majority_voters`` of them, the newest among them, so not in a
     # stream decoded seldom (under load, or faster than real time). An utterance's opening is settled
-    # instead, once, by a settling decode that commits what both its beams and most hypotheses begin with:
+    # instead by a settling decode that commits what both its beams and most hypotheses begin with (tried
+    # again ``max_hold`` later if the beams began otherwise: harbor's contested "Fisherman" then held its
+    # sentence 3-6 s, one stream's committed p90 2.09-2.35 s with int8_bfloat16, 1.47 s with the retry):
     # 0870's quiet "And", in 15 of 21 hypotheses, held the sentence 4-6.5 s, while most of 0890's heard
     # "I'd less" for "Unless", which the beams (and the final) keep. bench/replay.py --phases 0,0.1,0.2:
     # 196 streamed errors against 195 without (majority_hold=None), committed p90 1.57/1.45/1.48 s
@@ -206,7 +208,7 @@ class StreamSession:
         self._own_start = 0  # the sample where the current utterance's own audio begins in the window
         self._history: deque[Hypothesis] = deque(maxlen=16)  # this utterance's recent hypotheses, newest last
         self._openings: set[str] = set()  # first words the utterance's hypotheses began with, until a commit
-        self._opening_settled = False  # a settling decode has tried the disputed opening, until a commit
+        self._opening_settled_at: float | None = None  # when a settling decode last tried the disputed opening
         self._last_job_end = 0
         self._in_flight: WindowJob | None = None
         self._attempts: list[tuple[DecodingResult, int | None]] = []  # a final's tries: result, loop start
@@ -414,13 +416,16 @@ class StreamSession:
         """Two hypotheses or more have not settled on the last one's first word (the oldest not committed),
         which ended ``max_hold`` or more before sample ``end``, and the utterance has committed words of its
         own. (One hypothesis is no disagreement: a stream decoded seldom, under load, waits for a second as
-        before.) An utterance's opening is settled once, when most hypotheses agree on it (``_opening_vote``)."""
+        before.) An utterance's opening is settled when most hypotheses agree on it (``_opening_vote``), again
+        ``max_hold`` after a settling decode that committed nothing (its beams began otherwise)."""
         hold = self.config.max_hold
         if hold is None or len(self._history) < 2 or not self._history[-1].words:
             return False
+        now = end / SAMPLE_RATE
         if self._fresh:
-            return not self._opening_settled and self._opening_vote(end / SAMPLE_RATE) > 0
-        return end / SAMPLE_RATE - self._history[-1].words[0].end >= hold
+            tried = self._opening_settled_at
+            return (tried is None or now - tried >= hold) and self._opening_vote(now) > 0
+        return now - self._history[-1].words[0].end >= hold
 
     def _opening_vote(self, now: float, words: Sequence[Word] | None = None) -> int:
         """``_majority`` for an opening whose hypotheses have begun differently; 0 for any other."""
@@ -531,7 +536,7 @@ class StreamSession:
         if not words:
             return []
         self._openings.clear()
-        self._opening_settled = False
+        self._opening_settled_at = None
         self._committed.extend(words)
         self._last_end = words[-1].end
         self.committed_words += len(words)
@@ -558,7 +563,7 @@ class StreamSession:
         self._committed.clear()
         self._history.clear()
         self._openings.clear()
-        self._opening_settled = False
+        self._opening_settled_at = None
         self._segments.popleft()
         self._window_start = None
         if self._segments:
@@ -605,7 +610,7 @@ class StreamSession:
         if job.settle:  # what the settling decode hears well before the end of its audio ...
             heard = ending_by(words, audio_end - config.hold_margin)
             if fresh:  # ... and, of an opening, what most hypotheses begin with too
-                self._opening_settled = True
+                self._opening_settled_at = audio_end
                 heard = min(heard, self._opening_vote(audio_end, words))
             n = max(n, heard)
         forced = job.end - self._own_start > config.max_window * SAMPLE_RATE

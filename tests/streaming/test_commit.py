@@ -240,8 +240,30 @@ def test_an_opening_the_beam_search_hears_otherwise_than_most_hypotheses_waits_f
     assert not [e for e in session.complete(job, hypothesis(MISTER, JOHN)) if isinstance(e, Final)]
     session.feed(AUDIO[int(2.4 * 16000) : int(2.7 * 16000)])
     job = session.next_job()
-    assert job is not None and not job.settle  # settled once
+    assert job is not None and not job.settle  # not tried again within max_hold
     assert not [e for e in session.complete(job, hypothesis(AND, MISTER, JOHN)) if isinstance(e, Final)]
+
+
+def test_an_opening_is_settled_again_max_hold_after_a_settling_decode_that_committed_nothing():
+    """harbor's "Fishermen had waited all week for the storm to pass" (int8_bfloat16, live): the hypotheses
+    began "This" when the settling decode heard "Fisherman", then mostly "Fisherman" (with "Fisher men"
+    and "Fish and men" between), and the whole sentence waited 3-6 s for the final."""
+    session = StreamSession(replace(CONFIG, max_hold=1.5, majority_hold=1.0))
+    this, fisher = ("this", 0.2, 0.6, 0.2), ("fisherman", 0.2, 0.6, 0.3)
+    had, waited = ("had", 0.6, 0.9, 0.9), ("waited", 0.9, 1.3, 0.9)
+    for t, first in ((1.2, this), (1.5, fisher), (1.8, this), (2.1, this)):
+        assert decode_at(session, t, hypothesis(first, had, waited)) == []
+    session.feed(AUDIO[int(2.1 * 16000) : int(2.4 * 16000)])
+    job = session.next_job()
+    assert job is not None and job.settle
+    assert not [e for e in session.complete(job, hypothesis(fisher, had, waited)) if isinstance(e, Final)]
+    for t in (2.7, 3.0, 3.3, 3.6):  # most hypotheses now begin as the beams did
+        assert decode_at(session, t, hypothesis(fisher, had, waited)) == []
+    session.feed(AUDIO[int(3.6 * 16000) : int(3.9 * 16000)])
+    job = session.next_job()  # 1.5 s after the first try
+    assert job is not None and job.settle
+    finals = [e for e in session.complete(job, hypothesis(fisher, had, waited)) if isinstance(e, Final)]
+    assert [w.word for f in finals for w in f.words] == [" fisherman", " had", " waited"]
 
 
 THE = ("the", 0.0, 0.15, 0.95)
