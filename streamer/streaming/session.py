@@ -111,7 +111,7 @@ class StreamConfig:
     # stream decoded seldom (under load, or faster than real time). An utterance's opening is settled
     # instead by a settling decode that commits what both its beams and most hypotheses begin with (tried
     # again ``max_hold`` later if the beams began otherwise: harbor's contested "Fisherman" then held its
-    # sentence 3-6 s, one stream's committed p90 2.09-2.35 s with int8_bfloat16, 1.47 s with the retry):
+    # sentence 3-6 s, one stream's committed p90 2.09-2.35 s with int8_bfloat16, 1.47-2.24 s with the retry):
     # 0870's quiet "And", in 15 of 21 hypotheses, held the sentence 4-6.5 s, while most of 0890's heard
     # "I'd less" for "Unless", which the beams (and the final) keep. bench/replay.py --phases 0,0.1,0.2:
     # 196 streamed errors against 195 without (majority_hold=None), committed p90 1.57/1.45/1.48 s
