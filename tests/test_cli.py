@@ -214,6 +214,6 @@ def test_transcribe_with_the_encoders_attention_in_bfloat16() -> None:
     assert "young man" in normalize(proc.stdout)
 
 
-def test_int8_bfloat16_runs_on_the_cpu_only() -> None:
+def test_int8_bfloat16_on_cuda_is_refused_in_one_line() -> None:
     proc = run_cli("transcribe", str(FIXTURES / "001.wav"), "--compute-type", "int8_bfloat16", "--device", "cuda")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1

@@ -11,7 +11,7 @@ import torch
 
 from streamer.audio import load_audio
 from streamer.decoding.decode import DecodingOptions, decode_features
-from streamer.engine import Engine, Request
+from streamer.engine import Engine, Request, apply_compute_type
 from streamer.errors import StreamerError
 from streamer.mel import log_mel_spectrogram, log_mel_windows
 from streamer.model.int8 import Int8Linear
@@ -270,6 +270,14 @@ def test_int8_bfloat16_runs_the_encoders_attention_in_bfloat16(compute_type: str
     heard = -(-len(audio) // 320) + 25
     part = engine.encode(log_mel_windows([audio], 3000), heard=heard)[0]
     assert "young man" in normalize(engine.decode([Request(part, timestamps=False, heard=heard)])[0].text)
+
+
+@pytest.mark.parametrize("compute_type", ["int8", "int8_bfloat16"])
+def test_int8_compute_types_refuse_a_model_off_the_cpu(compute_type: str) -> None:
+    loaded = load_model("tiny.en")
+    loaded.model.to("meta")  # any device but the CPU
+    with pytest.raises(StreamerError, match=f"--compute-type {compute_type} runs on the CPU only"):
+        apply_compute_type(loaded, compute_type)
 
 
 def test_bfloat16_is_not_native_where_pytorch_is_held_to_avx2_kernels() -> None:

@@ -82,5 +82,5 @@ def test_encoder_attention_narrowed_to_bfloat16_keeps_its_keys_in_it_and_the_fea
     assert narrow_keys.dtype == torch.bfloat16  # kept narrow: half the memory to read
     assert narrow_features.dtype == narrow_logits.dtype == torch.float32  # the projections' dtype
     similarity = torch.nn.functional.cosine_similarity(narrow_features[0, :heard], features[0, :heard], dim=-1)
-    assert float(similarity.min()) > 0.99  # 0.976 measured at one position, 0.99993 on average
+    assert float(similarity.min()) > 0.99  # measured: 0.99967 at worst, 0.999996 on average
     assert torch.equal(narrow_logits.argmax(-1), logits.argmax(-1))
