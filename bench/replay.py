@@ -5,15 +5,16 @@
     python bench/replay.py --config max_hold=None --trace 11:18 --sets librivox   # every decode of a span
     python bench/replay.py --save DIR                        # each replay's finals, to diff two builds
     python bench/replay.py --late 1.5                        # the words committed 1.5 s or more after they ended
+    python bench/replay.py --sets librivox+cards+harbor      # one stream of the three, as bench/load.py sends them
 
 One stream per set (bench/speech.py), fed in 50 ms frames on a clock that the audio, not the machine,
 advances: a decode starts when the stream asks for one and the inference is free, and its result arrives
 ``--cost`` seconds of audio later (the audio that came meanwhile waits for the next decode, as in the
-daemon, which cuts a window when it starts decoding it). The decodes themselves are real (tiny.en int8),
-so the text and the latency depend only on the audio, the configuration and ``--cost``: two
-configurations compare without the machine's noise, which bench/streaming.py at 1x cannot avoid. A
-stream that shares the CPU with others waits for their decodes as well: ``--cost`` 0.25 is one stream on
-2 cores (a window costs 0.25-0.3 s there), 1.5 about six.
+daemon, which cuts a window when it starts decoding it). The decodes themselves are real (tiny.en, int8
+unless ``--compute-type``), so the text and the latency depend only on the audio, the configuration and
+``--cost``: two configurations compare without the machine's noise, which bench/streaming.py at 1x cannot
+avoid. A stream that shares the CPU with others waits for their decodes as well: ``--cost`` 0.25 is one
+stream on 2 cores (a window costs 0.25-0.3 s there), 1.5 about six.
 
 Prints per set and phase the WER of the finals against the human transcript, then committed latency (the
 result's arrival minus the word's end, reference times from an offline alignment), over all words and
@@ -108,6 +109,7 @@ def main() -> None:
                         help="print each word committed this long or longer after it ended")
     parser.add_argument("--save", type=Path, default=None, help="write each replay's finals to DIR/SET-PHASE.txt")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads")
+    parser.add_argument("--compute-type", default="int8", help="as serve's --compute-type (int8, int8_bfloat16, ...)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     overrides = config_overrides(args.config)
@@ -116,12 +118,12 @@ def main() -> None:
     if args.trace:
         lo, hi = args.trace.split(":")
         trace = (float(lo), float(hi))
-    engine = Engine(load_model("tiny.en"), max_batch=8, compute_type="int8")
-    print(f"decode cost {args.cost:g} s, config {overrides or 'default'}")
+    engine = Engine(load_model("tiny.en"), max_batch=8, compute_type=args.compute_type)
+    print(f"decode cost {args.cost:g} s, {args.compute_type}, config {overrides or 'default'}")
     errors = words = 0
     latency: dict[str, list[float]] = {}
     for name in args.sets.split(","):
-        prog = program([name])
+        prog = program(name.split("+"))  # a+b: one stream of both, as bench/load.py's clients send
         human = prog.human()
         refs = reference_words(engine, prog)
         line = f"{name}: {len(human)} words"

@@ -266,6 +266,29 @@ def test_an_opening_is_settled_again_max_hold_after_a_settling_decode_that_commi
     assert [w.word for f in finals for w in f.words] == [" fisherman", " had", " waited"]
 
 
+def test_an_opening_disputed_without_a_majority_is_settled_by_what_the_beams_hear_after_the_opening_hold():
+    """0890's "Unless to be rather cold-hearted": its hypotheses began "I'd less", "I'm blessed" and "Unless"
+    in turn, never most of them alike, and the sentence waited 4-5 s for a majority."""
+    session = StreamSession(replace(CONFIG, max_hold=1.5, majority_hold=1.0, opening_hold=3.0))
+    openings = [(("i'd", 0.2, 0.4, 0.2), ("less", 0.4, 0.6, 0.3)), (("unless", 0.2, 0.6, 0.2),),
+                (("i'm", 0.2, 0.4, 0.2), ("blessed", 0.4, 0.6, 0.3))]
+    to, be = ("to", 0.6, 0.8, 0.9), ("be", 0.8, 1.0, 0.9)
+    for i, t in enumerate((1.2, 1.5, 1.8, 2.1, 2.4, 2.7, 3.0, 3.3)):
+        assert decode_at(session, t, hypothesis(*openings[i % 3], to, be)) == []
+    session.feed(AUDIO[int(3.3 * 16000) : int(3.6 * 16000)])  # "i'd" (the newest's first word) ended 3.2 s before
+    job = session.next_job()
+    assert job is not None and job.settle
+    finals = [e for e in session.complete(job, hypothesis(*openings[1], to, be)) if isinstance(e, Final)]
+    assert [w.word for f in finals for w in f.words] == [" unless", " to", " be"]
+
+
+def test_a_disputed_opening_waits_for_a_majority_without_an_opening_hold():
+    session = StreamSession(replace(CONFIG, max_hold=1.5, majority_hold=1.0, opening_hold=None))
+    first, second = (("unless", 0.2, 0.6, 0.2),), (("i'd", 0.2, 0.4, 0.2), ("less", 0.4, 0.6, 0.3))
+    for i, t in enumerate((1.2, 1.5, 1.8, 2.1, 2.4, 2.7, 3.0, 3.3, 3.6, 3.9)):
+        assert decode_at(session, t, hypothesis(*(first, second)[i % 2], ("to", 0.6, 0.8, 0.9))) == []
+
+
 THE = ("the", 0.0, 0.15, 0.95)
 
 
