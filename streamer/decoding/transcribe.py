@@ -36,6 +36,11 @@ class TranscribeOptions:
     # Beyond Whisper's own checks: a window in which webrtcvad hears less than this much speech is
     # skipped, so silence and faint noise never reach the decoder (which invents text on them).
     min_voiced_seconds: float | None = 0.15
+    # A window whose text ends (on a lone timestamp, which Whisper reads as "no speech after") before this
+    # much speech that webrtcvad hears is decoded again from its last timestamp rather than skipped:
+    # tiny.en int8 ended a window of workshop's opening after its first sentence, and 27 s of speech
+    # were lost (bench/longform.py --minutes 4.3: 22.5% WER).
+    resume_voiced_seconds: float | None = 1.0
 
 
 @dataclass
@@ -130,6 +135,16 @@ def split_segments(
     return segments, window_frames
 
 
+def resume_frame(window_audio: np.ndarray, heard: float, size: int, options: TranscribeOptions) -> int:
+    """How many mel frames to advance past a window of ``size`` frames whose text ends ``heard`` seconds
+    into it: to that point if the VAD hears ``resume_voiced_seconds`` of speech after it, else all."""
+    frames = int(heard * SAMPLE_RATE / HOP_LENGTH)
+    if options.resume_voiced_seconds is None or not 0 < frames < size:
+        return size
+    after = window_audio[frames * HOP_LENGTH :]
+    return frames if voiced_seconds(after) >= options.resume_voiced_seconds else size
+
+
 @torch.inference_mode()
 def transcribe(
     model: Whisper,
@@ -173,6 +188,8 @@ def transcribe(
             result = decode_with_fallback(model, tokenizer, features(seek, size), window_options, options)
             if not is_silent(result, options):
                 pieces, advance = split_segments(result.tokens, tokenizer, time_offset, size)
+                if advance == size and pieces:
+                    advance = resume_frame(window_audio, pieces[-1][1] - time_offset, size, options)
                 for start, end, piece in pieces:
                     end = min(end, duration)  # Whisper may place the last timestamp past the audio
                     start = min(start, end)

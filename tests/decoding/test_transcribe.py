@@ -5,7 +5,8 @@ import pytest
 
 from streamer.audio import load_audio
 from streamer.decoding.decode import DecodingOptions, DecodingResult
-from streamer.decoding.transcribe import TranscribeOptions, is_silent, needs_fallback, transcribe
+from streamer.decoding.transcribe import TranscribeOptions, is_silent, needs_fallback, resume_frame, transcribe
+from streamer.mel import N_FRAMES
 
 from ..conftest import FIXTURES, normalize
 
@@ -87,6 +88,26 @@ def test_fallback_rule(compression: float, logprob: float, no_speech: float, exp
 )
 def test_silence_rule(logprob: float, no_speech: float, expected: bool) -> None:
     assert is_silent(result_with(1.0, logprob, no_speech), TranscribeOptions()) is expected
+
+
+def window_of(speech_from: float) -> np.ndarray:
+    """A 30 s window: silence, then 0870's speech (about 7 s) from ``speech_from`` seconds on."""
+    window = np.zeros(30 * 16000, dtype=np.float32)
+    speech = load_audio(FIXTURES / "sense_and_sensibility_01_austen_64kb-0870.wav")
+    window[int(speech_from * 16000) :][: len(speech)] = speech[: len(window) - int(speech_from * 16000)]
+    return window
+
+
+def test_a_window_whose_text_ends_before_speech_resumes_at_its_last_timestamp() -> None:
+    """tiny.en int8 once ended a window's text after its first sentence, and the window's other 27 s of
+    speech were skipped (Whisper reads a lone last timestamp as "no speech after")."""
+    assert resume_frame(window_of(10.0), 3.0, N_FRAMES, TranscribeOptions()) == 300  # 3 s: 100 frames a second
+
+
+def test_a_window_whose_text_ends_before_silence_is_skipped_whole() -> None:
+    assert resume_frame(window_of(0.0), 9.0, N_FRAMES, TranscribeOptions()) == N_FRAMES
+    options = TranscribeOptions(resume_voiced_seconds=None)
+    assert resume_frame(window_of(10.0), 3.0, N_FRAMES, options) == N_FRAMES
 
 
 def test_multilingual_detects_language_and_translates(base, tmp_path) -> None:
