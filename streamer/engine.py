@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from streamer import COMPUTE_TYPES
 from streamer.decoding.alignment import AlignRow, WordTiming, align
 from streamer.decoding.decode import (
     DecodingOptions,
@@ -36,7 +37,6 @@ from streamer.model.whisper import KVCache, Silence
 
 log = logging.getLogger(__name__)
 
-COMPUTE_TYPES = ("float32", "int8", "int8_bfloat16", "float16", "bfloat16")
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import signal
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from streamer import COMPUTE_TYPES
 from streamer.errors import StreamerError
 
 if TYPE_CHECKING:
@@ -22,7 +23,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EXIT_USAGE = 2
-COMPUTE_TYPES = ("float32", "int8", "int8_bfloat16", "float16", "bfloat16")
 
 
 class Parser(argparse.ArgumentParser):
