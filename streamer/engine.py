@@ -38,7 +38,6 @@ from streamer.model.whisper import KVCache, Silence
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class Request:
     audio_features: Tensor  # (Ta, D), from Engine.encode

@@ -126,7 +126,8 @@ class StreamConfig:
     # (194 errors either way), int8_bfloat16 1.49 -> 1.48 s (195); --sets librivox+cards+harbor, int8 1.53
     # -> 1.48 s (90 -> 95 errors, as committing other words changed the prefixes after them: 2.0 s gave 99,
     # 2.5 s 95), int8_bfloat16 --cost 0.15 --phases 0,0.1 1.43 -> 1.28 s (54 -> 55). Live, 1 client
-    # (bench/load.py): int8_bfloat16 1.59 and 1.27 s, int8 1.50 and 1.32 s; "Fishermen" waited 3 s.
+    # (bench/load.py, 4 runs): int8_bfloat16 1.27-1.59 s (1.47-2.35 s before), int8 1.32-1.52 s (1.33-1.54
+    # s); "Fishermen" waited 3 s.
     opening_hold: float | None = 3.0
     max_tokens_per_second: float = 8.0
     min_word_probability: float = 0.1  # a hypothesis whose every word is less likely is noise
@@ -439,9 +440,9 @@ class StreamSession:
         return now - self._history[-1].words[0].end >= hold
 
     def _opening_overdue(self, now: float, words: Sequence[Word]) -> bool:
-        """The hypotheses have begun the utterance differently, with no majority, until ``opening_hold``
-        after its first word (as ``words`` has it) ended, in a stream decoded often (two hypotheses in the
-        last ``cold_span``): a settling decode then commits what it hears, majority or not."""
+        """The hypotheses have begun the utterance differently (``_opening_vote`` finds no majority) until
+        ``opening_hold`` or more after its first word, as ``words`` has it, ended, in a stream decoded often
+        (two hypotheses in the last ``cold_span``): a settling decode then commits what it hears."""
         config = self.config
         if config.opening_hold is None or len(self._openings) < 2 or not words:
             return False
