@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -440,14 +440,17 @@ class StreamSession:
         return now - self._history[-1].words[0].end >= hold
 
     def _opening_overdue(self, now: float, words: Sequence[Word]) -> bool:
-        """The hypotheses have begun the utterance differently (``_opening_vote`` finds no majority) until
+        """The hypotheses have begun the utterance differently, no first word in most of them, until
         ``opening_hold`` or more after its first word, as ``words`` has it, ended, in a stream decoded often
         (two hypotheses in the last ``cold_span``): a settling decode then commits what it hears."""
         config = self.config
         if config.opening_hold is None or len(self._openings) < 2 or not words:
             return False
-        recent = sum(h.end >= now - config.cold_span for h in self._history)
-        return recent >= 2 and now - words[0].end >= config.opening_hold
+        recent = [h.words for h in self._history if h.end >= now - config.cold_span]
+        firsts = Counter(word_key(h[0].word) for h in recent if h)
+        if firsts and 2 * max(firsts.values()) > len(recent):  # most begin alike: the beams must agree
+            return False  # (0870's quiet "And", in most hypotheses, which a beam search over it dropped)
+        return len(recent) >= 2 and now - words[0].end >= config.opening_hold
 
     def _opening_vote(self, now: float, words: Sequence[Word] | None = None) -> int:
         """``_majority`` for an opening whose hypotheses have begun differently; 0 for any other."""

@@ -282,6 +282,20 @@ def test_an_opening_disputed_without_a_majority_is_settled_by_what_the_beams_hea
     assert [w.word for f in finals for w in f.words] == [" unless", " to", " be"]
 
 
+def test_an_opening_most_hypotheses_begin_with_is_not_overruled_by_the_beams_after_the_opening_hold():
+    """0870's quiet "And", in most hypotheses, which a beam search over the opening drops: the opening hold
+    is for openings no majority has (a live test lost the "And" when it let the beams commit)."""
+    session = StreamSession(replace(CONFIG, max_hold=1.5, majority_hold=1.0, opening_hold=3.0))
+    job = opening_settle(session)
+    assert not [e for e in session.complete(job, hypothesis(MISTER, JOHN)) if isinstance(e, Final)]
+    for t in (2.7, 3.0, 3.3, 3.6):
+        assert decode_at(session, t, hypothesis(AND, MISTER, JOHN)) == []
+    session.feed(AUDIO[int(3.6 * 16000) : int(3.9 * 16000)])
+    job = session.next_job()  # "mister", as the beams hear the opening, ended 3.0 s before
+    assert job is not None and job.settle
+    assert not [e for e in session.complete(job, hypothesis(MISTER, JOHN)) if isinstance(e, Final)]
+
+
 def test_a_disputed_opening_waits_for_a_majority_without_an_opening_hold():
     session = StreamSession(replace(CONFIG, max_hold=1.5, majority_hold=1.0, opening_hold=None))
     first, second = (("unless", 0.2, 0.6, 0.2),), (("i'd", 0.2, 0.4, 0.2), ("less", 0.4, 0.6, 0.3))
