@@ -446,11 +446,15 @@ class StreamSession:
         config = self.config
         if config.opening_hold is None or len(self._openings) < 2 or not words:
             return False
-        recent = [h.words for h in self._history if h.end >= now - config.cold_span]
+        recent = self._recent(now)
         firsts = Counter(word_key(h[0].word) for h in recent if h)
         if firsts and 2 * max(firsts.values()) > len(recent):  # most begin alike: the beams must agree
             return False  # (0870's quiet "And", in most hypotheses, which a beam search over it dropped)
         return len(recent) >= 2 and now - words[0].end >= config.opening_hold
+
+    def _recent(self, now: float) -> list[tuple[Word, ...]]:
+        """The words of the hypotheses of the last ``cold_span`` before ``now``, oldest first."""
+        return [h.words for h in self._history if h.end >= now - self.config.cold_span]
 
     def _opening_vote(self, now: float, words: Sequence[Word] | None = None) -> int:
         """``_majority`` for an opening whose hypotheses have begun differently; 0 for any other."""
@@ -463,7 +467,7 @@ class StreamSession:
         config = self.config
         if config.majority_hold is None:
             return 0
-        recent = [h.words for h in self._history if h.end >= now - config.cold_span]
+        recent = self._recent(now)
         if words is None:  # the newest hypothesis, if it is that recent (a stream may be decoded seldom)
             if not recent:
                 return 0
