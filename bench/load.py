@@ -246,16 +246,20 @@ def run(args: argparse.Namespace, n: int, prog: Program, refs: list[RefWord], ur
     if args.words:
         human = prog.human()
         finals_all, partials_all, per_client = [], [], []
+        late: dict[tuple[float, str], list[float]] = {}  # (start, word): latencies over args.late
         for c in clients:
             mine = [replace(r) for r in refs]
             for kind, word, start, arrival in c["words"]:
                 mark_seen(mine, word, start, arrival, kind == "final")
             final_lat = [r.final_seen - r.end for r in mine if r.final_seen is not None]
+            for r in mine:
+                if args.late and r.final_seen is not None and r.final_seen - r.end > args.late:
+                    late.setdefault((r.start, r.key), []).append(r.final_seen - r.end)
             partial_lat = [r.partial_seen - r.end for r in mine if r.partial_seen is not None]
             got = normalize_words(" ".join(c["finals"]))
             wer = word_errors(human, got) / max(1, len(human))
             per_client.append({"median": pct(final_lat, 50), "p90": pct(final_lat, 90), "wer": wer,
-                               "matched": len(final_lat), "words": len(mine)})
+                               "matched": len(final_lat), "words": len(mine), "finals": " ".join(c["finals"])})
             finals_all += final_lat
             partials_all += partial_lat
         result["per_client"] = per_client
@@ -265,6 +269,7 @@ def run(args: argparse.Namespace, n: int, prog: Program, refs: list[RefWord], ur
         result["wer_mean"] = statistics.fmean(c["wer"] for c in per_client) if per_client else float("nan")
         result["wer_max"] = max((c["wer"] for c in per_client), default=float("nan"))
         result["finals_client0"] = " ".join(clients[0]["finals"]) if clients else ""
+        result["late"] = [{"start": t, "word": w, "latencies": sorted(v)} for (t, w), v in sorted(late.items())]
     return result
 
 
@@ -286,6 +291,9 @@ def report(r: dict, verbose: bool) -> None:
             for i, c in enumerate(r["per_client"]):
                 print(f"   client {i}: committed median {c['median']:.2f} s p90 {c['p90']:.2f} s "
                       f"({c['matched']}/{c['words']} words), WER {100 * c['wer']:.1f}%")
+        for w in r.get("late", []):
+            print(f"   late: {w['word']!r} at {w['start']:.1f} s, {len(w['latencies'])} client(s): "
+                  + " ".join(f"{x:.1f}" for x in w["latencies"]))
 
 
 def main() -> None:
@@ -305,6 +313,8 @@ def main() -> None:
     parser.add_argument("--profile", type=float, default=0.0,
                         help="sample the daemon with py-spy for this many seconds (in the run of the most clients)")
     parser.add_argument("--profile-dir", type=Path, default=Path("."), help="where the profiles go")
+    parser.add_argument("--late", type=float, default=0.0,
+                        help="list the words committed more than this many seconds after they ended (all clients)")
     parser.add_argument("-v", "--verbose", action="store_true", help="per-client figures")
     args = parser.parse_args()
     prog = program(args.sets.split(","))

@@ -194,13 +194,23 @@ def test_the_final_decode_of_an_utterance_searches_beams_and_the_others_are_gree
     assert {j.beam_size for j in jobs if not j.final and not j.settle} == {None}
 
 
-def test_partial_decodes_encode_their_audio_and_a_margin_and_committing_decodes_the_whole_window(engine):
-    jobs = jobs_of_one_utterance(engine, StreamConfig(encoder_margin=0.5))
-    partials = [j for j in jobs if not j.final and not j.settle]
-    for job in partials:  # whole seconds (encoder_step), so that a few sizes of buffers serve every window
-        assert job.encoder_heard == math.ceil(len(job.audio) / 16000 + 0.5)
+def test_partial_decodes_encode_their_audio_and_a_margin_and_committing_decodes_a_wider_one(engine):
+    jobs = jobs_of_one_utterance(engine, StreamConfig(encoder_margin=0.5, commit_encoder_margin=2.0))
+    for job in jobs:  # whole seconds (encoder_step), so that a few sizes of buffers serve every window
+        margin = 2.0 if job.final or job.settle else 0.5
+        assert job.encoder_heard == math.ceil(len(job.audio) / 16000 + margin)
+    assert any(j.final for j in jobs) and any(not j.final and not j.settle for j in jobs)
+
+
+def test_committing_decodes_encode_the_whole_window_without_a_commit_margin(engine):
+    jobs = jobs_of_one_utterance(engine, StreamConfig(encoder_margin=0.5, commit_encoder_margin=None))
     assert all(j.encoder_heard is None for j in jobs if j.final or j.settle)
-    assert {j.encoder_heard for j in jobs_of_one_utterance(engine, StreamConfig(encoder_margin=None))} == {None}
+    assert all(j.encoder_heard is not None for j in jobs if not j.final and not j.settle)
+
+
+def test_no_decode_encodes_part_of_the_window_when_partial_decodes_encode_all_of_it(engine):
+    jobs = jobs_of_one_utterance(engine, StreamConfig(encoder_margin=None, commit_encoder_margin=2.0))
+    assert {j.encoder_heard for j in jobs} == {None}
 
 
 def test_a_fallback_final_decode_samples_instead_of_searching_beams(engine):
