@@ -24,6 +24,7 @@ from streamer.decoding.transcribe import (
     TranscribeOptions,
     Transcript,
     is_silent,
+    likeliest,
     needs_fallback,
     split_segments,
 )
@@ -88,21 +89,28 @@ def transcribe_batched(
 ) -> Transcript:
     """Transcribe 16 kHz mono audio of any length in batches of ``batch_size`` windows (greedy, with
     timestamps; a window whose text fails Whisper's checks is decoded again at the next temperature).
-    ``progress(done_s, total_s)`` is called after each batch."""
+    The windows are cut into ``batch_size`` chains of consecutive windows, and a batch decodes the next
+    window of each chain, prompted with the text its chain has so far, as sequential decoding prompts a
+    window with the text before it (``condition_on_previous_text``). ``progress(done_s, total_s)`` is
+    called after each batch, with the seconds of the windows decoded so far, scaled to the audio's."""
     if options is not None and options.decoding.beam_size is not None:
         raise ValueError("batched transcription decodes greedily (no beam search)")
     options = options or TranscribeOptions()
     tokenizer = engine.tokenizer
     duration = len(audio) / SAMPLE_RATE
     voiced = voiced_frames(audio)
-    pending = deque(speech_windows(audio, voiced=voiced))
+    windows = speech_windows(audio, voiced=voiced)
+    chains = [deque(chain) for chain in _chains(windows, batch_size)]
+    total = sum(end - start for start, end in windows)
+    done = 0
     n_mels = engine.model.dims.n_mels
     decoding = options.decoding
     language = decoding.language
-    prompt = tuple(tokenizer.encode(" " + options.initial_prompt.strip())) if options.initial_prompt else ()
+    prompt = list(tokenizer.encode(" " + options.initial_prompt.strip())) if options.initial_prompt else []
+    context = [list(prompt) for _ in chains]  # each chain's prompt for its next window
     segments: list[Segment] = []
-    while pending:
-        batch = [pending.popleft() for _ in range(min(batch_size, len(pending)))]
+    while active := [i for i, chain in enumerate(chains) if chain]:
+        batch = [chains[i].popleft() for i in active]
         mels = log_mel_windows([audio[s:e] for s, e in batch], N_FRAMES, n_mels, engine.device)  # (k, n_mels, 3000)
         features = engine.encode(mels)  # (k, 1500, D)
         if language is None:
@@ -112,13 +120,14 @@ def transcribe_batched(
                 language = max(probs, key=probs.__getitem__)
         requests = [
             Request(
-                row, prompt=prompt, language=language, task=decoding.task, timestamps=True,
+                row, prompt=tuple(context[i]), language=language, task=decoding.task, timestamps=True,
                 sample_len=decoding.sample_len or engine.model.dims.n_text_ctx // 2,
             )
-            for row in features
+            for i, row in zip(active, features, strict=True)
         ]
         results = _decode_with_fallback(engine, requests, options)
-        for (start, end), result in zip(batch, results, strict=True):
+        for i, (start, end), result in zip(active, batch, results, strict=True):
+            done += end - start
             if is_silent(result, options):
                 continue
             pieces, _ = split_segments(result.tokens, tokenizer, start / SAMPLE_RATE, -(-(end - start) // HOP_LENGTH))
@@ -133,19 +142,33 @@ def transcribe_batched(
                             temperature=result.temperature, compression_ratio=result.compression_ratio,
                         )
                     )
+                    context[i].extend(piece)
+            if not options.condition_on_previous_text or result.temperature > 0.5:
+                context[i] = []
             # The model may end a window's text before its last phrase (or run out of tokens): what the
-            # VAD hears after the last timestamp is decoded again as a window of its own, as sequential
+            # VAD hears after the last timestamp is decoded again, next in its chain, as sequential
             # decoding seeks to it.
             rest = int(heard[-1][1] * SAMPLE_RATE) if heard else end
             if start + SAMPLE_RATE <= rest < end and _voiced_seconds(voiced, rest, end) >= MIN_REST_VOICE:
-                pending.append((rest, end))
+                chains[i].appendleft((rest, end))
+                done -= end - rest
         if progress:
-            progress(min((w[0] for w in pending), default=len(audio)) / SAMPLE_RATE, duration)
-    if progress and duration == 0:
+            progress(duration if done >= total else duration * done / total, duration)
+    if progress and not windows:
         progress(duration, duration)
     segments.sort(key=lambda s: s.start)
     text = tokenizer.decode([t for s in segments for t in s.tokens])
     return Transcript(text=text.strip(), language=language or "en", segments=segments, duration=duration)
+
+
+def _chains(windows: list[tuple[int, int]], n: int) -> list[list[tuple[int, int]]]:
+    """``windows`` in at most ``n`` runs of consecutive windows, as even in number as they divide."""
+    n = min(n, len(windows))
+    if n < 1:
+        return []
+    size, extra = divmod(len(windows), n)
+    bounds = [i * size + min(i, extra) for i in range(n + 1)]
+    return [windows[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
 def _voiced_seconds(voiced: np.ndarray, a: int, b: int) -> float:
@@ -154,14 +177,15 @@ def _voiced_seconds(voiced: np.ndarray, a: int, b: int) -> float:
 
 def _decode_with_fallback(engine: Engine, requests: list[Request], options: TranscribeOptions) -> list[DecodingResult]:
     """Decode the requests together; those whose text is repetitive or improbable are decoded again, together,
-    at each higher temperature until they pass (the last try is kept)."""
-    results: list[DecodingResult] = engine.decode(requests)
-    retry = [i for i, r in enumerate(results) if needs_fallback(r, options)]
+    at each higher temperature until they pass (when none passes, the ``likeliest`` attempt is kept)."""
+    attempts: list[list[DecodingResult]] = [[r] for r in engine.decode(requests)]
+    retry = [i for i, tries in enumerate(attempts) if needs_fallback(tries[-1], options)]
     for t in options.temperatures[1:]:
         if not retry:
             break
         again = engine.decode([replace(requests[i], temperature=t) for i in retry])
         for i, r in zip(retry, again, strict=True):
-            results[i] = r
-        retry = [i for i in retry if needs_fallback(results[i], options)]
-    return results
+            attempts[i].append(r)
+        retry = [i for i in retry if needs_fallback(attempts[i][-1], options)]
+    failed = set(retry)
+    return [likeliest(tries, options) if i in failed else tries[-1] for i, tries in enumerate(attempts)]

@@ -7,7 +7,7 @@ tokens into timestamped segments and condition the next window on the text so fa
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -89,18 +89,28 @@ def decode_with_fallback(
     model: Whisper, tokenizer: Tokenizer, audio_features: torch.Tensor, decoding: DecodingOptions,
     options: TranscribeOptions,
 ) -> DecodingResult:
-    """Decode one window's features, retrying at each higher temperature while the result fails the checks."""
-    result: DecodingResult | None = None
+    """Decode one window's features, retrying at each higher temperature while the result fails the checks;
+    when every temperature fails, the ``likeliest`` attempt."""
+    attempts: list[DecodingResult] = []
     for t in options.temperatures:
         if t > 0:
             attempt = replace(decoding, temperature=t, beam_size=None, patience=None, best_of=options.best_of)
         else:
             attempt = replace(decoding, temperature=0.0, best_of=None)
-        result = decode_features(model, tokenizer, audio_features, attempt)[0]
-        if not needs_fallback(result, options):
-            break
-    assert result is not None
-    return result
+        attempts.append(decode_features(model, tokenizer, audio_features, attempt)[0])
+        if not needs_fallback(attempts[-1], options):
+            return attempts[-1]
+    return likeliest(attempts, options)
+
+
+def likeliest(attempts: Sequence[DecodingResult], options: TranscribeOptions) -> DecodingResult:
+    """The attempt kept when every temperature failed Whisper's checks: the likeliest (mean log-probability)
+    whose text is not repetitive, else the first (greedy). Whisper keeps the last, a sample at the hottest
+    temperature, which is no better evidence than the greedy text and on unclear audio invents a phrase
+    (tiny.en int8 at 1.0 in bench/longform.py: "I'm home", at a mean log-probability of -4.07)."""
+    threshold = options.compression_ratio_threshold
+    plain = [r for r in attempts if threshold is None or r.compression_ratio <= threshold]
+    return max(plain, key=lambda r: r.avg_logprob) if plain else attempts[0]
 
 
 def split_segments(

@@ -9,7 +9,7 @@ import pytest
 
 from streamer import N_SAMPLES, SAMPLE_RATE
 from streamer.audio import load_audio
-from streamer.decoding.batched import speech_windows, transcribe_batched
+from streamer.decoding.batched import _chains, speech_windows, transcribe_batched
 from streamer.decoding.decode import DecodingOptions
 from streamer.decoding.transcribe import TranscribeOptions, Transcript, transcribe
 from streamer.voice import FRAME_SAMPLES, voiced_frames
@@ -50,6 +50,21 @@ def test_speech_longer_than_a_window_is_cut_where_it_is_quietest():
 def test_silence_is_never_decoded(engine):
     result = transcribe_batched(engine, np.zeros(40 * SAMPLE_RATE, dtype=np.float32), batch_size=4)
     assert result.text == "" and result.segments == [] and result.duration == 40.0
+
+
+def test_progress_over_silence_reaches_the_end(engine):
+    seen: list[tuple[float, float]] = []
+    transcribe_batched(engine, np.zeros(40 * SAMPLE_RATE, dtype=np.float32), progress=lambda *p: seen.append(p))
+    assert seen == [(40.0, 40.0)]
+
+
+def test_windows_are_chained_in_order_in_runs_as_even_as_they_divide():
+    """A batch decodes the next window of each chain, prompted with the text of the chain's windows before it."""
+    windows = [(i, i + 1) for i in range(7)]
+    assert _chains(windows, 3) == [windows[0:3], windows[3:5], windows[5:7]]
+    assert _chains(windows, 10) == [[w] for w in windows]
+    assert _chains(windows, 1) == [windows]
+    assert _chains([], 4) == []
 
 
 @pytest.fixture(scope="module")

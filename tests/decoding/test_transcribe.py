@@ -5,7 +5,14 @@ import pytest
 
 from streamer.audio import load_audio
 from streamer.decoding.decode import DecodingOptions, DecodingResult
-from streamer.decoding.transcribe import TranscribeOptions, is_silent, needs_fallback, resume_frame, transcribe
+from streamer.decoding.transcribe import (
+    TranscribeOptions,
+    is_silent,
+    likeliest,
+    needs_fallback,
+    resume_frame,
+    transcribe,
+)
 from streamer.mel import N_FRAMES
 
 from ..conftest import FIXTURES, normalize
@@ -88,6 +95,25 @@ def test_fallback_rule(compression: float, logprob: float, no_speech: float, exp
 )
 def test_silence_rule(logprob: float, no_speech: float, expected: bool) -> None:
     assert is_silent(result_with(1.0, logprob, no_speech), TranscribeOptions()) is expected
+
+
+def attempt(temperature: float, compression: float, logprob: float) -> DecodingResult:
+    return DecodingResult([], f"at {temperature}", "en", logprob, 0.1, temperature, compression)
+
+
+def test_when_every_temperature_fails_the_likeliest_attempt_is_kept_not_the_hottest() -> None:
+    attempts = [attempt(0.0, 1.2, -1.3), attempt(0.2, 1.1, -1.1), attempt(1.0, 1.0, -4.07)]
+    assert likeliest(attempts, TranscribeOptions()).temperature == 0.2
+
+
+def test_a_repetitive_attempt_is_not_kept_however_likely_when_another_is_not_repetitive() -> None:
+    attempts = [attempt(0.0, 3.0, -0.2), attempt(0.2, 1.5, -1.5), attempt(0.4, 1.4, -2.0)]
+    assert likeliest(attempts, TranscribeOptions()).temperature == 0.2
+
+
+def test_when_every_attempt_is_repetitive_the_greedy_one_is_kept() -> None:
+    attempts = [attempt(0.0, 3.0, -0.5), attempt(0.2, 2.6, -0.1)]
+    assert likeliest(attempts, TranscribeOptions()).temperature == 0.0
 
 
 def window_of(speech_from: float) -> np.ndarray:
