@@ -123,9 +123,8 @@ def streaming_engine(args: argparse.Namespace, target: torch.device) -> tuple[Lo
 def add_stream_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encoder-margin", type=non_negative_float, default=None, metavar="SECONDS",
                    help="a partial decode's encoder computes the audio and this much of the silence after it, the "
-                   "rest of the 30 s window taken from a window of silence; a final or settling decode's, at least "
-                   "2 s (default 0.5 on the CPU; on a GPU, where windows are encoded in batches, 30: the whole "
-                   "window, for every decode)")
+                   "rest of the 30 s window taken from a window of silence (default 0.5 on the CPU; on a GPU, "
+                   "where windows are encoded in batches, 30: the whole window)")
     p.add_argument("--final-beam-size", type=positive_int, default=None, metavar="N",
                    help="beams of an utterance's final decode, which commits its remaining words (default "
                    "5 on the CPU; 1, greedy, on a GPU, where finals share the other streams' batched decode)")

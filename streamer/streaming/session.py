@@ -145,28 +145,22 @@ class StreamConfig:
     # whisper.cpp's audio_ctx, made 187 streamed errors against 178 in bench/streaming.py --speed 0 --sets
     # harbor,workshop,garden --phases 0,0.1,0.2), and the encoder's cost follows the audio: 19, 30, 51
     # and 87 ms for 2, 5, 10 and 20 s against 121-129 ms (2 cores, tiny.en int8, bench/decode.py).
-    # Settling and final decodes, which commit what they hear, compute ``commit_encoder_margin`` after their audio
-    # (never less than a partial decode): with the whole window (121-129 ms) they took 41-48% of the inference thread's
-    # time with 6 streams on 2 cores. bench/load.py --clients 6 --sets librivox,cards,harbor, 2 cores, alternately:
-    # committed median/p90 0.90-1.04/1.81-2.08 s over five runs with 2.0 s, 1.00/1.92 and 0.90/2.04 s with 4.0 s,
-    # 1.07-1.25/2.19-2.60 s over seven with the whole window (None); a final decode 108-138 ms against 212-224 ms, a
-    # settling one 159-212 against 255-278 ms; WER per client 10.3% on average against 9.8%, the same words wrong ("like
-    # a fire" or "I'm a fire" for "by the fire"). bench/replay.py --threads 1 --phases 0,0.1,0.2: five sets, 211
-    # streamed errors against 210; --sets librivox+cards+harbor --cost 1.0 (a stream sharing 2 cores), 85 against 88.
-    # (With a partial decode's 0.5 s, cards' final decode lost 4 words when partial decodes first computed part of the
-    # window.)
+    # Settling and final decodes, which commit what they hear, compute the whole window (computed in part too, cards'
+    # final lost 4 words). Their audio and 2 s after it made the daemon faster with 6 streams on 2 cores
+    # (bench/load.py, committed p90 1.81-2.08 s over five runs against 2.19-2.60 s over seven), but a final decode
+    # after the committed "He was not an" heard 0880's "ill-disposed" as "old supposed" in 20 of 25 random decode
+    # timings (margin 4 or 8 s: 8 of 10), against 0 of 25 with the whole window. bench/replay.py --phases 0, 0.1, 0.2
+    # (five sets, 579 words each): 60, 58 and 70 streamed errors (188) against 59, 76 and 61 (196) with the whole
+    # window (None).
     encoder_margin: float | None = 0.5
     encoder_step: float = 1.0
-    commit_encoder_margin: float | None = 2.0
     draft: bool = True  # partial decodes check the last hypothesis as a draft (the same text, found faster)
 
-    def encoder_heard(self, audio_seconds: float, commits: bool = False) -> float | None:
-        """How many seconds of a window of ``audio_seconds`` the encoder computes (None: all of it), in a
-        partial decode or in one that ``commits`` (final or settling), which computes at least as much."""
-        if self.encoder_margin is None or self.commit_encoder_margin is None and commits:
+    def encoder_heard(self, audio_seconds: float) -> float | None:
+        """How many seconds of a partial decode's window of ``audio_seconds`` the encoder computes."""
+        if self.encoder_margin is None:
             return None
-        margin = max(self.encoder_margin, self.commit_encoder_margin or 0.0) if commits else self.encoder_margin
-        return min(30.0, math.ceil((audio_seconds + margin) / self.encoder_step) * self.encoder_step)
+        return min(30.0, math.ceil((audio_seconds + self.encoder_margin) / self.encoder_step) * self.encoder_step)
 
 
 @dataclass(frozen=True)
@@ -424,7 +418,7 @@ class StreamSession:
         job = WindowJob(
             id=next(_job_ids), start=start, audio=self.ring.view(start, end), prompt=prompt, prefix=prefix,
             language=self.language, task=config.task, temperature=temperature, sample_len=sample_len, final=final,
-            draft=draft, encoder_heard=config.encoder_heard(seconds, final or settle),
+            draft=draft, encoder_heard=None if final or settle else config.encoder_heard(seconds),
             align_from=max(0.0, self._last_end - start / SAMPLE_RATE),
             beam_size=config.final_beam_size if (final or settle) and temperature == 0 else None, settle=settle,
         )

@@ -194,23 +194,38 @@ def test_the_final_decode_of_an_utterance_searches_beams_and_the_others_are_gree
     assert {j.beam_size for j in jobs if not j.final and not j.settle} == {None}
 
 
-def test_partial_decodes_encode_their_audio_and_a_margin_and_committing_decodes_a_wider_one(engine):
-    jobs = jobs_of_one_utterance(engine, StreamConfig(encoder_margin=0.5, commit_encoder_margin=2.0))
-    for job in jobs:  # whole seconds (encoder_step), so that a few sizes of buffers serve every window
-        margin = 2.0 if job.final or job.settle else 0.5
-        assert job.encoder_heard == math.ceil(len(job.audio) / 16000 + margin)
-    assert any(j.final for j in jobs) and any(not j.final and not j.settle for j in jobs)
-
-
-def test_committing_decodes_encode_the_whole_window_without_a_commit_margin(engine):
-    jobs = jobs_of_one_utterance(engine, StreamConfig(encoder_margin=0.5, commit_encoder_margin=None))
+def test_partial_decodes_encode_their_audio_and_a_margin_and_committing_decodes_the_whole_window(engine):
+    jobs = jobs_of_one_utterance(engine, StreamConfig(encoder_margin=0.5))
+    partials = [j for j in jobs if not j.final and not j.settle]
+    for job in partials:  # whole seconds (encoder_step), so that a few sizes of buffers serve every window
+        assert job.encoder_heard == math.ceil(len(job.audio) / 16000 + 0.5)
     assert all(j.encoder_heard is None for j in jobs if j.final or j.settle)
-    assert all(j.encoder_heard is not None for j in jobs if not j.final and not j.settle)
+    assert {j.encoder_heard for j in jobs_of_one_utterance(engine, StreamConfig(encoder_margin=None))} == {None}
 
 
-def test_no_decode_encodes_part_of_the_window_when_partial_decodes_encode_all_of_it(engine):
-    jobs = jobs_of_one_utterance(engine, StreamConfig(encoder_margin=None, commit_encoder_margin=2.0))
-    assert {j.encoder_heard for j in jobs} == {None}
+@pytest.mark.accuracy
+def test_a_final_decode_after_committed_words_hears_the_knife_edge_word_as_beams_over_the_whole_window_do(engine):
+    """0880 after 0.5 s of silence, each decode's result arriving 0.2 s of audio after it began: "He was",
+    "not" and "an" are committed, and the final decode, with them as its forced prefix, hears "ill-disposed".
+    Computed over its audio and 2 s after it only (the rest of the window from the silence), it heard "old
+    supposed" (on this machine's kernels and ATEN_CPU_CAPABILITY=default), as 20 of 25 random decode timings
+    did (0 of 25 over the whole window)."""
+    clip = next(c for c in SENSE if c.stem.endswith("0880"))
+    audio = np.concatenate([np.zeros(8000, np.float32), load_audio(clip), np.zeros(16000, np.float32)])
+    session = StreamSession(StreamConfig())
+    commits: list[tuple[bool, str]] = []
+    in_flight = None  # (job, result, the frame its result arrives at)
+    for n in range(len(audio) // 320 + 200):
+        if n * 320 < len(audio):
+            session.feed(audio[n * 320 : (n + 1) * 320])
+        if in_flight is not None and n >= in_flight[2]:
+            events = session.complete(in_flight[0], in_flight[1])
+            commits += [(in_flight[0].final, e.text) for e in events if isinstance(e, Final)]
+            in_flight = None
+        if in_flight is None and (job := session.next_job()) is not None:
+            in_flight = (job, run_windows(engine, [job])[0], n + 10)
+    assert any(not final for final, _ in commits)  # words committed before the final decode
+    assert "ill-disposed" in " ".join(text for final, text in commits if final)
 
 
 def test_a_fallback_final_decode_samples_instead_of_searching_beams(engine):
