@@ -523,11 +523,15 @@ class StreamSession:
         return self._commit_agreed(job, words)
 
     def _best_attempt(self) -> tuple[DecodingResult, int | None]:
-        """The final's attempt to commit: the likeliest clean one (no loop, not too repetitive) that is
-        also likely enough; when none is, the greedy one. Sampled text that is no likelier than the
-        greedy text is no better evidence, and on noise it invents phrases: a minute of pink noise, heard
-        as "You." (greedy, its word under ``min_word_probability``), "The", then "Thanks for watching."
-        at 0.4, which the likeliest attempt committed."""
+        """The final's attempt to commit, and where to cut its tokens (None: nowhere): the likeliest clean
+        one (no loop, not too repetitive) that is also likely enough; when none is, the greedy one, cut
+        after the tokens most attempts begin with. Sampled text that is no likelier than the greedy
+        text is no better evidence, and on noise it invents phrases: a minute of pink noise, heard as
+        "You." (greedy, its word under ``min_word_probability``), "The", then "Thanks for watching." at
+        0.4, which the likeliest attempt committed. Nor is greedy text that no sample agrees with: on an
+        AMD EPYC's kernels the same noise was "I'm going to take a look" (greedy), then "You", "It's a
+        really good one", "It's the look" and "sky", and the greedy attempt committed "I'm". (A sample at a
+        low temperature often begins as the greedy text does: one agreeing attempt is not enough.)"""
         config = self.config
         clean = [
             (r, loop) for r, loop in self._attempts
@@ -536,7 +540,12 @@ class StreamSession:
         ]
         if clean:
             return max(clean, key=lambda a: a[0].avg_logprob)
-        return self._attempts[0]
+        greedy, loop_at = self._attempts[0]
+        if len(self._attempts) == 1:  # no fallback temperatures, or a silent window
+            return greedy, loop_at
+        shared = sorted((_common_prefix(greedy.tokens, r.tokens) for r, _ in self._attempts[1:]), reverse=True)
+        agreed = shared[len(self._attempts) // 2 - 1]  # the tokens that most attempts, the greedy one too, begin with
+        return greedy, agreed if loop_at is None else min(loop_at, agreed)
 
     def _new_words(self, job: WindowJob, result: DecodingResult, loop_at: int | None) -> list[Word]:
         """The result's words (those decoded after the forced prefix), in stream seconds, cut where a loop
@@ -701,3 +710,8 @@ class StreamSession:
         horizon = now - max(self.config.agree_span, self.config.unlikely_span, self.config.cold_span)
         while len(self._history) > 2 and self._history[1].end <= horizon:
             self._history.popleft()
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens ``a`` and ``b`` share."""
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
