@@ -29,6 +29,11 @@ def agreed_prefix(previous: Sequence[Word], current: Sequence[Word]) -> int:
     return n
 
 
+def shared_tokens(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens two decodes share."""
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+
+
 def majority_prefix(earlier: Sequence[Sequence[Word]], current: Sequence[Word], min_voters: int) -> int:
     """How many leading words of ``current`` more than half of the hypotheses (``earlier`` and ``current``
     itself) begin with; 0 if there are fewer than ``min_voters`` of them."""

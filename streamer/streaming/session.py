@@ -30,7 +30,7 @@ import numpy as np
 from streamer import N_SAMPLES, SAMPLE_RATE
 from streamer.errors import StreamerError
 from streamer.streaming.events import Event, Final, Partial, UtteranceEnd, Word
-from streamer.streaming.policy import agreed_prefix, ending_by, find_loop, majority_prefix, word_key
+from streamer.streaming.policy import agreed_prefix, ending_by, find_loop, majority_prefix, shared_tokens, word_key
 from streamer.streaming.ring import BufferFull, RingBuffer
 from streamer.streaming.segmenter import SpeechEnd, SpeechStart, VadSegmenter
 
@@ -137,21 +137,20 @@ class StreamConfig:
     align_margin: float = 0.7
     voice_margin: float = 0.2  # a word is over speech if the VAD heard voice within this of it
     buffer_seconds: float = 60.0
-    # A partial decode's encoder computes the window's audio and ``encoder_margin`` seconds after it only,
-    # rounded up to whole ``encoder_step`` seconds (a few sizes of buffers then serve every window: with
-    # a size per window the heap grew 60 MB in 30 s of speech); the other positions of the 30 s window
-    # take the states of a window of silence (``Engine.silence``), to which the computed ones attend.
-    # The decoder still sees Whisper's 30 s window (an encoder window cut to the audio plus 4 s,
-    # whisper.cpp's audio_ctx, made 187 streamed errors against 178 in bench/streaming.py --speed 0 --sets
-    # harbor,workshop,garden --phases 0,0.1,0.2), and the encoder's cost follows the audio: 19, 30, 51
-    # and 87 ms for 2, 5, 10 and 20 s against 121-129 ms (2 cores, tiny.en int8, bench/decode.py).
-    # Settling and final decodes, which commit what they hear, compute the whole window (computed in part too, cards'
-    # final lost 4 words). Their audio and 2 s after it made the daemon faster with 6 streams on 2 cores
-    # (bench/load.py, committed p90 1.81-2.08 s over five runs against 2.19-2.60 s over seven), but a final decode
-    # after the committed "He was not an" heard 0880's "ill-disposed" as "old supposed" in 20 of 25 random decode
-    # timings (margin 4 or 8 s: 8 of 10), against 0 of 25 with the whole window. bench/replay.py --phases 0, 0.1, 0.2
-    # (five sets, 579 words each): 60, 58 and 70 streamed errors (188) against 59, 76 and 61 (196) with the whole
-    # window (None).
+    # A partial decode's encoder computes the window's audio and ``encoder_margin`` seconds after it only, rounded up
+    # to whole ``encoder_step`` seconds (a few sizes of buffers then serve every window: with a size per window the
+    # heap grew 60 MB in 30 s of speech); the other positions of the 30 s window take the states of a window of
+    # silence (``Engine.silence``), to which the computed ones attend. The decoder still sees Whisper's 30 s window
+    # (an encoder window cut to the audio plus 4 s, whisper.cpp's audio_ctx, made 187 streamed errors against 178 in
+    # bench/streaming.py --speed 0 --sets harbor,workshop,garden --phases 0,0.1,0.2), and the encoder's cost follows
+    # the audio: 19, 30, 51 and 87 ms for 2, 5, 10 and 20 s against 121-129 ms (2 cores, tiny.en int8,
+    # bench/decode.py). bench/replay.py --phases 0, 0.1, 0.2 (five sets, 579 words each): 60, 58 and 70 streamed
+    # errors (188) against 59, 76 and 61 (196) with the whole window (None). Settling and final decodes, which commit
+    # what they hear, compute the whole window (computed in part too, cards' final lost 4 words). Their audio and 2 s
+    # after it made the daemon faster with 6 streams on 2 cores (bench/load.py, committed p90 1.81-2.08 s over five
+    # runs against 2.19-2.60 s over seven), but a final decode after the committed "He was not an" heard 0880's
+    # "ill-disposed" as "old supposed" in 20 of 25 random decode timings (margin 4 or 8 s: 8 of 10), against 0 of 25
+    # with the whole window.
     encoder_margin: float | None = 0.5
     encoder_step: float = 1.0
     draft: bool = True  # partial decodes check the last hypothesis as a draft (the same text, found faster)
@@ -543,7 +542,7 @@ class StreamSession:
         greedy, loop_at = self._attempts[0]
         if len(self._attempts) == 1:  # no fallback temperatures, or a silent window
             return greedy, loop_at
-        shared = sorted((_common_prefix(greedy.tokens, r.tokens) for r, _ in self._attempts[1:]), reverse=True)
+        shared = sorted((shared_tokens(greedy.tokens, r.tokens) for r, _ in self._attempts[1:]), reverse=True)
         agreed = shared[len(self._attempts) // 2 - 1]  # the tokens that most attempts, the greedy one too, begin with
         return greedy, agreed if loop_at is None else min(loop_at, agreed)
 
@@ -710,8 +709,3 @@ class StreamSession:
         horizon = now - max(self.config.agree_span, self.config.unlikely_span, self.config.cold_span)
         while len(self._history) > 2 and self._history[1].end <= horizon:
             self._history.popleft()
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    """How many leading tokens ``a`` and ``b`` share."""
-    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
