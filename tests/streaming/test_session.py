@@ -11,6 +11,7 @@ from streamer.audio import load_audio
 from streamer.decoding.transcribe import transcribe
 from streamer.streaming.events import Final, Partial, UtteranceEnd
 from streamer.streaming.inference import run_windows
+from streamer.streaming.policy import shared_tokens
 from streamer.streaming.segmenter import SpeechEnd, SpeechStart
 from streamer.streaming.session import StreamConfig, StreamSession
 from streamer.streaming.transcriber import Transcriber
@@ -226,6 +227,26 @@ def test_a_final_decode_after_committed_words_hears_the_knife_edge_word_as_beams
             in_flight = (job, run_windows(engine, [job])[0], n + 10)
     assert any(not final for final, _ in commits)  # words committed before the final decode
     assert "ill-disposed" in " ".join(text for final, text in commits if final)
+
+
+def test_a_final_whose_every_attempt_is_doubtful_still_commits_the_words_most_attempts_begin_with(engine):
+    session = StreamSession(StreamConfig(carry_gap=0))
+    audio = joined(SENSE[:1], gap=1.0)
+    attempts, committed = [], []
+    for i in range(0, len(audio), 1600):
+        session.feed(audio[i : i + 1600])
+        while (job := session.next_job()) is not None:
+            result = run_windows(engine, [job])[0]
+            if job.final:  # every attempt made to look improbable (real text, its log-probability lowered)
+                result = result.__class__(**{**result.__dict__, "avg_logprob": -3.0})
+                attempts.append(result.tokens)
+            events = session.complete(job, result)
+            if job.final:
+                committed += [t for e in events if isinstance(e, Final) for w in e.words for t in w.tokens]
+    assert len(attempts) == 5  # greedy, then each fallback temperature
+    agreeing = [shared_tokens(attempts[0], a) for a in attempts[1:]]
+    assert committed and committed == attempts[0][: len(committed)]  # the greedy attempt's words, cut
+    assert sum(n >= len(committed) for n in agreeing) >= 2  # most of the five attempts begin with them
 
 
 def test_a_fallback_final_decode_samples_instead_of_searching_beams(engine):
