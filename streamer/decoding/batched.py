@@ -26,6 +26,7 @@ from streamer.decoding.transcribe import (
     is_silent,
     likeliest,
     needs_fallback,
+    resets_prompt,
     split_segments,
 )
 from streamer.engine import Engine, Request
@@ -143,7 +144,7 @@ def transcribe_batched(
                         )
                     )
                     context[i].extend(piece)
-            if not options.condition_on_previous_text or result.temperature > 0.5:
+            if resets_prompt(result, options):
                 context[i] = []
             # The model may end a window's text before its last phrase (or run out of tokens): what the
             # VAD hears after the last timestamp is decoded again, next in its chain, as sequential

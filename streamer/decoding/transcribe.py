@@ -85,6 +85,12 @@ def is_silent(result: DecodingResult, options: TranscribeOptions) -> bool:
     return not (options.logprob_threshold is not None and result.avg_logprob > options.logprob_threshold)
 
 
+def resets_prompt(result: DecodingResult, options: TranscribeOptions) -> bool:
+    """The next window is not prompted with the text so far: conditioning is off, or this text was sampled hot
+    (above 0.5, where it is more likely to mislead what follows)."""
+    return not options.condition_on_previous_text or result.temperature > 0.5
+
+
 def decode_with_fallback(
     model: Whisper, tokenizer: Tokenizer, audio_features: torch.Tensor, decoding: DecodingOptions,
     options: TranscribeOptions,
@@ -215,7 +221,7 @@ def transcribe(
                     all_tokens.extend(piece)
                     if on_segment is not None and text:
                         on_segment(segment)
-                if not options.condition_on_previous_text or result.temperature > 0.5:
+                if resets_prompt(result, options):
                     prompt_reset_since = len(all_tokens)
         seek += advance
         if progress:
