@@ -14,7 +14,7 @@ spread over ``--stagger`` seconds, then sends ``end`` and reads until ``done``.
 A word's latency is the time its final (or, for partials, its first hypothesis) reaches the client
 minus the time the client sent the end of that word (reference times from an offline alignment). Prints
 per client and over all clients: committed median and p90, partial median, WER of the finals against
-the human transcripts; the daemon's real-time factor, the share of wall time its inference thread was
+the human transcripts; the daemon's real-time factor, the share of wall time its inference workers were
 busy, its hypothesis lag (a decode's result minus the arrival of the last audio it heard), peak RSS,
 and the GPU's utilisation (nvidia-smi, when there is one). ``--no-words`` skips the word figures
 (random-weight models say nothing meaningful); ``--json FILE`` saves every figure.
@@ -231,7 +231,9 @@ def run(args: argparse.Namespace, n: int, prog: Program, refs: list[RefWord], ur
                                                                                           if c["error"]]}
     busy = after.get("streamer_inference_busy_seconds", 0.0) - before.get("streamer_inference_busy_seconds", 0.0)
     audio = after.get("streamer_audio_seconds_total", 0.0) - before.get("streamer_audio_seconds_total", 0.0)
-    result["busy_share"] = busy / wall
+    workers = max(1.0, after.get("streamer_inference_workers", 1.0))
+    result["workers"] = workers
+    result["busy_share"] = busy / wall / workers  # of the workers' time
     result["rtf"] = busy / max(1e-9, audio)
     result["hypothesis_lag_p50"] = histogram_quantile(after, "streamer_hypothesis_lag_seconds", 0.5, before)
     result["hypothesis_lag_p90"] = histogram_quantile(after, "streamer_hypothesis_lag_seconds", 0.9, before)
@@ -275,7 +277,8 @@ def run(args: argparse.Namespace, n: int, prog: Program, refs: list[RefWord], ur
 
 def report(r: dict, verbose: bool) -> None:
     print(f"{r['clients']} client(s), {r['audio_seconds']:.0f} s of speech each at 1x, wall {r['wall']:.0f} s: "
-          f"inference busy {100 * r['busy_share']:.0f}% of wall time, real-time factor {r['rtf']:.3f}, "
+          f"inference busy {100 * r['busy_share']:.0f}% of {r.get('workers', 1):.0f} worker(s)' wall time, "
+          f"real-time factor {r['rtf']:.3f}, "
           f"{r['windows']:.0f} windows in batches of {r['batch_mean']:.1f} on average, hypothesis lag "
           f"p50 <= {r['hypothesis_lag_p50']:g} s p90 <= {r['hypothesis_lag_p90']:g} s, daemon RSS peak "
           f"{r['rss_peak_mib']:.0f} MiB, GPU utilisation {r['gpu_util_mean']:.0f}% (memory peak "

@@ -22,6 +22,7 @@ import ctypes.util
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 
@@ -91,7 +92,7 @@ def trim_heap() -> bool:
 
 class HeapTrimmer:
     """``maybe_trim()`` trims the heap when ``interval`` seconds have passed since the last trim.
-    Call it from a thread that has just freed a lot (the inference thread, after a batch)."""
+    Call it from a thread that has just freed a lot (an inference worker, after a batch): any number of them."""
 
     def __init__(self, interval: float = 10.0, clock: Callable[[], float] = time.monotonic):
         self.interval = interval
@@ -99,6 +100,7 @@ class HeapTrimmer:
         self._clock = clock
         self._trim = _malloc_trim()
         self._last = clock()
+        self._lock = threading.Lock()  # the workers' threads share the trimmer
 
     @property
     def available(self) -> bool:
@@ -106,10 +108,11 @@ class HeapTrimmer:
 
     def maybe_trim(self) -> bool:
         """True when it trimmed."""
-        now = self._clock()
-        if self._trim is None or now - self._last < self.interval:
-            return False
-        self._last = now
+        with self._lock:
+            now = self._clock()
+            if self._trim is None or now - self._last < self.interval:
+                return False
+            self._last = now
+            self.trims += 1
         self._trim(0)
-        self.trims += 1
         return True

@@ -62,6 +62,14 @@ def test_an_engine_of_one_window_decodes_requests_one_at_a_time_with_the_same_to
     assert [r.tokens for r in one.decode([*requests, beam])] == [r.tokens for r in engine.decode([*requests, beam])]
 
 
+def test_a_replica_shares_the_weights_and_decodes_as_its_engine_does(engine: Engine) -> None:
+    twin = engine.replica()
+    assert twin.model is engine.model and twin.silence() is engine.silence()
+    assert twin.cache.self_k.data_ptr() != engine.cache.self_k.data_ptr()  # a slot pool of its own
+    requests = mixed_requests(engine)
+    assert [r.tokens for r in twin.decode(requests)] == [r.tokens for r in engine.decode(requests)]
+
+
 def test_fixed_shape_steps_need_a_window_per_row(tiny) -> None:
     with pytest.raises(ValueError, match="max_windows"):
         Engine(tiny, max_batch=4, max_windows=1, step="static")

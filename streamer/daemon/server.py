@@ -74,6 +74,7 @@ class ServeOptions:
     web_dir: Path | None = None  # serve the browser caption page (clients/web) at /
     wyoming_port: int | None = None  # also serve Wyoming (Home Assistant) on this TCP port (0: any free one)
     max_upload_mb: float = 100.0  # the largest file POSTed to the OpenAI-compatible REST endpoints
+    workers: int | None = None  # inference workers (None: scheduler.default_workers: 2 on the CPU, 1 on a GPU)
     stream: StreamConfig = field(default_factory=StreamConfig)
 
 
@@ -358,7 +359,8 @@ class Daemon:
         self.metrics.gauges["tasks"] = lambda: len(asyncio.all_tasks())  # evaluated on the event loop
         self.metrics.gauges["ready"] = lambda: float(self.ready and not self.draining)
         self.metrics.gauges["queue_depth"] = lambda: self.scheduler.depth if self.scheduler else 0
-        self.metrics.gauges["inference_busy_seconds"] = lambda: self._stats("busy_seconds")
+        self.metrics.gauges["inference_busy_seconds"] = lambda: self._stats("busy_seconds")  # summed over workers
+        self.metrics.gauges["inference_workers"] = lambda: self.scheduler.workers if self.scheduler else 0
         self.metrics.gauges["inference_windows"] = lambda: self._stats("jobs")
         self.metrics.gauges["inference_batches"] = lambda: self._stats("batches")
         self.metrics.gauges["real_time_factor"] = lambda: self._stats("busy_seconds") / max(
@@ -500,19 +502,23 @@ class Daemon:
         while len(self.detached) > self.options.max_sessions:
             next(iter(self.detached.values())).expire()
 
-    def _load(self) -> Engine:
-        """The engine, loaded if need be, warmed up (the first inference is slow): on a thread that ends
-        with it, so that the inference thread is the only one left with torch's OpenMP workers
-        (``streamer.torch_threads``)."""
+    def _load(self) -> list[Engine]:
+        """The engine, loaded if need be, and a replica of it for each further inference worker, warmed up
+        (the first inference is slow): on a thread that ends with it, so that the workers' threads are the
+        only ones left with torch's OpenMP workers (``streamer.torch_threads``)."""
         from streamer.streaming.inference import warm_up
+        from streamer.streaming.scheduler import default_workers
 
         engine = self.engine
         if engine is None:
             assert self._make_engine is not None
             engine = self._make_engine()
             self.model_name = engine.loaded.name
-        warm_up(engine)
-        return engine
+        workers = self.options.workers or default_workers(engine)
+        engines = [engine, *(engine.replica() for _ in range(workers - 1))]
+        for e in engines:
+            warm_up(e)
+        return engines
 
     async def start(self) -> None:
         """Listen, then load the model (if the daemon was given a function that makes the engine) and warm
@@ -534,13 +540,14 @@ class Daemon:
             log.warning("wyoming on tcp://%s:%d", self.options.host, self.wyoming_port)
         log.info("listening on %s:%d; loading the model", self.options.host, self.port)
         try:
-            self.engine = await run_in_thread(self._load, "streamer-load")
+            engines = await run_in_thread(self._load, "streamer-load")
         except BaseException:
             await self._close_server()
             raise
         from streamer.streaming.scheduler import Scheduler
 
-        self.scheduler = Scheduler(self.engine, max_queue=max(16, 2 * self.options.max_sessions))
+        self.engine = engines[0]
+        self.scheduler = Scheduler(engines, max_queue=max(16, 2 * self.options.max_sessions))
         self.ready = True
         scheme = "wss" if self.options.tls_cert else "ws"
         log.warning("streamer ready on %s://%s:%d/v1/stream (model %s)", scheme, self.options.host, self.port,

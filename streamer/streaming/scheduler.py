@@ -1,11 +1,11 @@
-"""One inference thread that owns the engine and serves every stream.
+"""The inference workers: threads that each own an engine and together serve every stream.
 
 Streams queue a request for a decode (at most one each queued or in flight); whatever has queued up
 while the engine was busy runs as one batch (shared encoder batch, shared decoder slot pool), so many
 streams cost little more than one. A request is a ``take`` function that makes the job when its batch
 begins, not when it was queued: the window then holds all the audio that arrived while it waited, so a
 decode's result is at most one batch behind the stream (under load a job made at submission was a
-queue's wait older). Results go back through each request's callback, on the inference thread.
+queue's wait older). Results go back through each request's callback, on the worker's thread.
 
 A window is decoded the same way whatever the load (its encoder length is the session's choice), so
 a stream's text does not depend on how many others share the engine; under load each stream is simply
@@ -16,6 +16,16 @@ are taken first, in the order they came. A stream's request is urgent once its u
 its final decode commits the utterance's last words, which would otherwise wait behind every other
 stream's partial decode (on the CPU one window at a time, ~0.1 s each).
 
+Several workers (``default_workers``: two on the CPU) may serve one queue, each a thread with an engine of
+its own over the same weights (``Engine.replica``): on two cores, two workers decode 1.3x the windows one
+does (70 windows of a stream's replay at a 0.85 s decode cost: 7.0-7.1 s against 8.9-9.3 s, each worker
+running torch on both cores; 6.7 s with one core each, but a window alone then took 12.5 s rather than
+9.0 s), since the decoder's small kernels and the Python between them leave a core idle that another
+window's work fills. A worker that starts a batch while another is busy runs torch on its share of the
+threads, alone on all of them: live, with a daemon's event loop on the same cores, 6 clients on two cores
+got 1008-1108 windows decoded in 105 s with one core per worker, 858-899 with both cores each, 749-883 with
+one worker (bench/load.py). A stream still has one job at a time, so its results arrive in order.
+
 Overflow policy of the queue: **reject** — ``submit`` raises ``Overloaded`` when ``max_queue`` jobs
 wait, and the caller (a session) retries with its next job once its audio moves on.
 """
@@ -23,11 +33,14 @@ wait, and the caller (a session) retries with its next job once its audio moves 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+import torch
 
 from streamer.decoding.decode import DecodingResult
 from streamer.engine import Engine
@@ -58,7 +71,7 @@ class SchedulerClosed(RuntimeError):
 class SchedulerStats:
     batches: int = 0
     jobs: int = 0
-    busy_seconds: float = 0.0
+    busy_seconds: float = 0.0  # summed over the workers
     audio_seconds: float = 0.0  # audio decoded (windows overlap, so more than the streams' audio)
     errors: int = 0
 
@@ -83,22 +96,42 @@ def default_trim_interval(engine: Engine) -> float:
     return 1.0 if engine.device.type == "cpu" else 10.0
 
 
+def default_workers(engine: Engine) -> int:
+    """Inference workers (each an engine and a thread): two on a CPU of two cores or more (see the module's
+    note), one on a GPU, whose one engine decodes the streams' windows in batches."""
+    return 2 if engine.device.type == "cpu" and (os.cpu_count() or 1) >= 2 else 1
+
+
 class Scheduler:
     def __init__(
-        self, engine: Engine, max_queue: int = 256, max_batch: int | None = None, trim_interval: float | None = None,
+        self, engine: Engine | Sequence[Engine], max_queue: int = 256, max_batch: int | None = None,
+        trim_interval: float | None = None,
     ):
-        """``max_batch``: windows per batch (default: ``default_batch``); ``trim_interval``: seconds between
-        heap trims (default: ``default_trim_interval``)."""
-        self.engine = engine
+        """``engine``: one engine, or one per worker (``Engine.replica``), each served by a thread of its own;
+        ``max_batch``: windows per batch (default: ``default_batch``); ``trim_interval``: seconds between heap
+        trims (default: ``default_trim_interval``)."""
+        engines = [engine] if isinstance(engine, Engine) else list(engine)
+        if not engines:
+            raise ValueError("a scheduler needs an engine")
+        self.engine = engines[0]
+        self.workers = len(engines)
         self.max_queue = max_queue
-        self.max_batch = max_batch or default_batch(engine)
+        self.max_batch = max_batch or default_batch(self.engine)
         self.stats = SchedulerStats()
-        self.heap = HeapTrimmer(default_trim_interval(engine) if trim_interval is None else trim_interval)
+        self.heap = HeapTrimmer(default_trim_interval(self.engine) if trim_interval is None else trim_interval)
         self._queue: deque[tuple[Take, Callback, Urgent]] = deque()
         self._cond = threading.Condition()
         self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="streamer-inference", daemon=True)
-        self._thread.start()
+        self._running = 0  # workers decoding a batch now
+        self._all_threads = torch.get_num_threads()  # torch's threads for a worker alone (--threads) ...
+        self._share = max(1, self._all_threads // self.workers)  # ... and for one of several busy at once
+        self._threads = [
+            threading.Thread(target=self._run, args=(i, e), name="streamer-inference" + (f"-{i}" if i else ""),
+                             daemon=True)
+            for i, e in enumerate(engines)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     @property
     def depth(self) -> int:
@@ -111,7 +144,7 @@ class Scheduler:
         return len(self._queue) > self.engine.max_batch
 
     def submit(self, take: Take, callback: Callback, urgent: Urgent = never) -> None:
-        """Queue a decode: ``take()`` is called on the inference thread, with no lock of the scheduler's
+        """Queue a decode: ``take()`` is called on a worker's thread, with no lock of the scheduler's
         held, when the batch it joins begins; the job it returns is decoded, then ``callback(job,
         outcome)`` runs there too. ``urgent()`` is asked, with the scheduler's lock held (so it must
         only read a flag), whenever a batch is made up while the request waits: True puts it first."""
@@ -121,26 +154,46 @@ class Scheduler:
             if len(self._queue) >= self.max_queue:
                 raise Overloaded(f"{len(self._queue)} inference jobs are waiting")
             self._queue.append((take, callback, urgent))
-            self._cond.notify()
+            self._cond.notify_all()  # the first free worker takes it (``_run``)
 
-    def _run(self) -> None:
+    def _run(self, index: int, engine: Engine) -> None:
+        """Worker ``index``: batches off the queue, through its own engine, until the queue is closed and empty.
+        A worker takes a request only while the workers before it are busy, so that a stream alone keeps to
+        the first one (the same engine and threads for every window: a daemon with one client whose windows
+        went to either worker spent 0.42 s of inference per second of audio, against 0.35 s with one)."""
+        torch.get_num_threads()  # torch takes the process's count now: later ones are this thread's own
         while True:
             with self._cond:
-                while not self._queue and not self._stopping:
+                while not (self._queue and self._running >= index) and not self._stopping:
                     self._cond.wait()
                 if not self._queue:
                     return
                 requests = self._next_requests()
-            batch = self._take(requests)
+                self._running += 1
+                alone = self._running == 1
+                if self._queue:
+                    self._cond.notify_all()  # the next worker may take the rest now
+            shared = self.workers > 1 and not alone
+            try:
+                if shared:  # this thread's OpenMP count (and, until the batch ends, the count new threads take)
+                    torch.set_num_threads(self._share)
+                batch = self._take(requests)
+                jobs = [job for job, _ in batch]
+                began = time.perf_counter()
+                outcomes = self._run_batch(engine, jobs) if jobs else []
+            finally:
+                if shared:
+                    torch.set_num_threads(self._all_threads)
+                with self._cond:
+                    self._running -= 1
+                    self._cond.notify_all()  # a request may wait for this worker, not a later one
             if not batch:
                 continue
-            jobs = [job for job, _ in batch]
-            began = time.perf_counter()
-            outcomes = self._run_batch(jobs)
-            self.stats.batches += 1
-            self.stats.jobs += len(jobs)
-            self.stats.busy_seconds += time.perf_counter() - began
-            self.stats.audio_seconds += sum(len(j.audio) for j in jobs) / 16000
+            with self._cond:
+                self.stats.batches += 1
+                self.stats.jobs += len(jobs)
+                self.stats.busy_seconds += time.perf_counter() - began
+                self.stats.audio_seconds += sum(len(j.audio) for j in jobs) / 16000
             for (job, callback), outcome in zip(batch, outcomes, strict=True):
                 try:
                     callback(job, outcome)
@@ -169,28 +222,31 @@ class Scheduler:
                 job = take()
             except Exception:
                 log.exception("a stream failed to make its decode")
-                self.stats.errors += 1
+                with self._cond:
+                    self.stats.errors += 1
                 continue
             if job is not None:
                 batch.append((job, callback))
         return batch
 
-    def _run_batch(self, jobs: list[WindowJob]) -> list[DecodingResult | BaseException]:
+    def _run_batch(self, engine: Engine, jobs: list[WindowJob]) -> list[DecodingResult | BaseException]:
         """The batch's results; if it fails, each job is run alone, so only a failing window's session
         gets the exception and the others their results."""
         try:
-            return list(run_windows(self.engine, jobs))
+            return list(run_windows(engine, jobs))
         except Exception as e:
             if len(jobs) == 1:
                 log.exception("inference failed for a window")
-                self.stats.errors += 1
+                with self._cond:
+                    self.stats.errors += 1
                 return [e]
         log.warning("a batch of %d windows failed: running them one at a time", len(jobs))
-        return [outcome for job in jobs for outcome in self._run_batch([job])]
+        return [outcome for job in jobs for outcome in self._run_batch(engine, [job])]
 
     def close(self, timeout: float | None = None) -> None:
-        """Finish the queued jobs, then stop the thread. Idempotent."""
+        """Finish the queued jobs, then stop the workers (``timeout``: seconds to wait for each). Idempotent."""
         with self._cond:
             self._stopping = True
-            self._cond.notify()
-        self._thread.join(timeout)
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(timeout)

@@ -1,14 +1,17 @@
-"""The shared inference thread: batching, and a failing window that harms no other session."""
+"""The inference workers: batching, several workers, and a failing window that harms no other session."""
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
+import pytest
+import torch
 
 from streamer.audio import load_audio
 from streamer.decoding.decode import DecodingResult
-from streamer.streaming.scheduler import Scheduler
+from streamer.streaming.scheduler import Scheduler, default_workers
 from streamer.streaming.session import WindowJob
 from tests.conftest import normalize
 from tests.streaming.conftest import SENSE
@@ -117,3 +120,65 @@ def test_urgent_requests_are_taken_first_and_the_rest_in_the_order_they_came(eng
         release.set()
         scheduler.close()
     assert order == ["c", "d", "a", "b"]
+
+
+def test_the_cpu_daemon_runs_two_workers(engine):
+    assert default_workers(engine) == (2 if (os.cpu_count() or 1) >= 2 else 1)
+
+
+def test_two_workers_decode_two_streams_windows_at_once(engine):
+    audio = load_audio(SENSE[1])
+    scheduler = Scheduler([engine, engine.replica()])
+    both = threading.Barrier(2, timeout=60)  # broken, and the takes fail, unless both workers take at once
+    outcomes: list[DecodingResult | BaseException] = []
+    done = threading.Semaphore(0)
+
+    def take():
+        both.wait()
+        return job(audio)
+
+    def record(_job, outcome):
+        outcomes.append(outcome)
+        done.release()
+
+    try:
+        for _ in range(2):
+            scheduler.submit(take, record)
+        for _ in range(2):
+            assert done.acquire(timeout=120)
+    finally:
+        scheduler.close()
+    assert scheduler.workers == 2 and scheduler.stats.jobs == 2 and scheduler.stats.errors == 0
+    assert all(isinstance(o, DecodingResult) and "ill" in normalize(o.text) for o in outcomes)
+
+
+@pytest.mark.skipif(torch.get_num_threads() < 2, reason="one thread has no share to give")
+def test_a_worker_runs_torch_on_every_thread_alone_and_on_its_share_beside_a_busy_one(engine):
+    scheduler = Scheduler([engine, engine.replica()])
+    taken, release = threading.Event(), threading.Event()
+    threads: list[int] = []
+    done = threading.Semaphore(0)
+
+    def blocker():  # one worker busy
+        threads.append(torch.get_num_threads())
+        taken.set()
+        release.wait(60)
+        return job(np.zeros(16000, np.float32))
+
+    def beside():
+        threads.append(torch.get_num_threads())
+        return job(np.zeros(16000, np.float32))
+
+    every = torch.get_num_threads()
+    try:
+        scheduler.submit(blocker, lambda _j, _o: done.release())
+        assert taken.wait(60)
+        scheduler.submit(beside, lambda _j, _o: done.release())
+        assert done.acquire(timeout=60)  # the second worker's
+        release.set()
+        assert done.acquire(timeout=60)
+    finally:
+        release.set()
+        scheduler.close()
+    assert threads == [every, every // 2]
+    assert torch.get_num_threads() == every  # the caller's own count is untouched
