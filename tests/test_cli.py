@@ -100,6 +100,13 @@ def test_cuda_device_without_cuda(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().err == "streamer: error: --device cuda: CUDA is not available on this machine\n"
 
 
+def test_serve_refuses_several_workers_on_cuda_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--port", "0", "--device", "cuda", "--workers", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("streamer: error: --workers: several inference workers run on the CPU only") and err.count(
+        "\n") == 1
+
+
 def parse_srt(text: str) -> list[tuple[int, str, str, str]]:
     cues = []
     for block in text.strip().split("\n\n"):
