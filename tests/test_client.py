@@ -91,8 +91,15 @@ async def test_a_dropped_connection_is_resumed_without_losing_or_repeating_final
     assert client.reconnects == 1
     finals = [e for e in events if isinstance(e, Final)]
     assert [f.index for f in finals] == list(range(len(finals)))
-    offline = transcribe(engine.model, engine.tokenizer, audio).text
-    assert wer(offline, " ".join(f.text for f in finals)) <= 0.1
+    words = [w for f in finals for w in f.words]
+    assert all(a.end <= b.start + 1e-6 for a, b in zip(words, words[1:], strict=False))  # no audio heard twice
+    # No phrase lost or repeated across the drop: the words offline transcription hears, as many, give or take
+    # the knife-edge words that a live decode's timing may hear otherwise ("in his power" as "as power", or
+    # "ill-disposed" as "old-sposed": 4 errors of 30 words in 2 runs of 8 on an AMD EPYC's kernels).
+    offline = normalize(transcribe(engine.model, engine.tokenizer, audio).text).split()
+    streamed = normalize(" ".join(f.text for f in finals)).split()
+    assert abs(len(streamed) - len(offline)) <= 2
+    assert wer(" ".join(offline), " ".join(streamed)) <= 0.2
 
 
 class Balancer:
