@@ -48,6 +48,17 @@ class _Outcome(Generic[T]):
         return self.value  # type: ignore[return-value]  # fn returned it
 
 
+def use_threads(n: int) -> None:
+    """Run this thread's torch kernels on ``n`` threads from now on, whatever other threads set. torch keeps one
+    count for the process, which a thread takes at its first parallel kernel (or first ask), and one of its own
+    after that, which ``torch.set_num_threads`` sets along with the process's: so the process's is taken
+    first here, and a count another thread sets before this one's first kernel does not replace ``n``."""
+    import torch
+
+    torch.get_num_threads()
+    torch.set_num_threads(n)
+
+
 def call_in_thread(fn: Callable[[], T], name: str = "streamer-torch") -> T:
     """``fn()`` on a new thread, which ends when it returns; its result, or its exception raised here."""
     outcome = _Outcome(fn)

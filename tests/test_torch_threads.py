@@ -5,8 +5,9 @@ import sys
 import threading
 
 import pytest
+import torch
 
-from streamer.torch_threads import call_in_thread, run_in_thread
+from streamer.torch_threads import call_in_thread, run_in_thread, use_threads
 
 
 def test_call_in_thread_runs_the_function_on_a_thread_that_ends():
@@ -106,3 +107,24 @@ print(before, during, tasks())
     before, during, after = map(int, out.split())
     assert during >= before + 2  # the thread itself and at least one OpenMP worker
     assert after == before
+
+
+@pytest.mark.skipif(torch.get_num_threads() < 2, reason="one thread: no other count to keep")
+def test_a_thread_keeps_the_torch_threads_it_asked_for_when_another_thread_sets_fewer_before_its_first_kernel():
+    every = torch.get_num_threads()
+    seen: list[int] = []
+
+    def fewer() -> None:  # an inference worker beside a busy one: its share, and the process's count
+        torch.set_num_threads(1)
+
+    def fresh() -> None:
+        use_threads(every)
+        call_in_thread(fewer)
+        torch.ones(1 << 20).sum()  # its first parallel kernel
+        seen.append(torch.get_num_threads())
+
+    try:
+        call_in_thread(fresh)
+    finally:
+        torch.set_num_threads(every)  # the process's count, for the threads of the tests after this one
+    assert seen == [every]

@@ -37,7 +37,7 @@ from streamer.audio import load_audio_bytes
 from streamer.daemon.http import offered_token, token_matches
 from streamer.errors import AudioFileError
 from streamer.tokenizer import LANGUAGES
-from streamer.torch_threads import call_in_thread
+from streamer.torch_threads import call_in_thread, use_threads
 
 if TYPE_CHECKING:
     import numpy as np
@@ -142,8 +142,9 @@ def _limited(receive: Receive, limit: int) -> Receive:
 
 
 def transcribe_file(engine: Engine, audio: np.ndarray, params: Params, on_segment: Callable[[Segment], None] | None,
-                    cancelled: threading.Event) -> tuple[Transcript, list[Word]]:
-    """The file's transcript (and its words if asked): on a thread of the daemon's file worker's own."""
+                    cancelled: threading.Event, threads: int) -> tuple[Transcript, list[Word]]:
+    """The file's transcript (and its words if asked): on a thread of the daemon's file worker's own, with torch on
+    ``threads`` threads (the daemon's: inference workers side by side lower the process's count meanwhile)."""
     import torch
 
     from streamer.decoding.decode import DecodingOptions
@@ -154,6 +155,7 @@ def transcribe_file(engine: Engine, audio: np.ndarray, params: Params, on_segmen
         if cancelled.is_set():
             raise _Cancelled
 
+    use_threads(threads)
     options = TranscribeOptions(
         decoding=DecodingOptions(task=params.task, language=params.language),
         temperatures=TEMPERATURES if params.temperature == 0 else (params.temperature,),
@@ -306,8 +308,9 @@ class OpenAIAudio:
 
     def _run(self, audio: np.ndarray, params: Params, on_segment: Callable[[Segment], None] | None,
              cancelled: threading.Event) -> asyncio.Future[tuple[Transcript, list[Word]]]:
-        assert self.daemon.engine is not None
-        job = functools.partial(transcribe_file, self.daemon.engine, audio, params, on_segment, cancelled)
+        assert self.daemon.engine is not None and self.daemon.scheduler is not None
+        job = functools.partial(transcribe_file, self.daemon.engine, audio, params, on_segment, cancelled,
+                                self.daemon.scheduler.threads)
         return asyncio.get_running_loop().run_in_executor(self.daemon.file_worker, call_in_thread, job, "streamer-file")
 
     async def _stream(self, audio: np.ndarray, params: Params, release: Callable[[], None]) -> AsyncIterator[str]:

@@ -47,6 +47,7 @@ from streamer.engine import Engine
 from streamer.heap import HeapTrimmer
 from streamer.streaming.inference import run_windows
 from streamer.streaming.session import WindowJob
+from streamer.torch_threads import use_threads
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +124,8 @@ class Scheduler:
         self._cond = threading.Condition()
         self._stopping = False
         self._running = 0  # workers decoding a batch now
-        self._all_threads = torch.get_num_threads()  # torch's threads for a worker alone (--threads) ...
-        self._share = max(1, self._all_threads // self.workers)  # ... and for one of several busy at once
+        self.threads = torch.get_num_threads()  # torch's threads for a worker alone (--threads) ...
+        self._share = max(1, self.threads // self.workers)  # ... and for one of several busy at once
         self._threads = [
             threading.Thread(target=self._run, args=(i, e), name="streamer-inference" + (f"-{i}" if i else ""),
                              daemon=True)
@@ -161,7 +162,7 @@ class Scheduler:
         A worker takes a request only while the workers before it are busy, so that a stream alone keeps to
         the first one (the same engine and threads for every window: a daemon with one client whose windows
         went to either worker spent 0.42 s of inference per second of audio, against 0.35 s with one)."""
-        torch.get_num_threads()  # torch takes the process's count now: later ones are this thread's own
+        use_threads(self.threads)
         while True:
             with self._cond:
                 while not (self._queue and self._running >= index) and not self._stopping:
@@ -175,7 +176,7 @@ class Scheduler:
                     self._cond.notify_all()  # the next worker may take the rest now
             shared = self.workers > 1 and not alone
             try:
-                if shared:  # this thread's OpenMP count (and, until the batch ends, the count new threads take)
+                if shared:  # this thread's count, and the process's until the batch ends (``use_threads``)
                     torch.set_num_threads(self._share)
                 batch = self._take(requests)
                 jobs = [job for job, _ in batch]
@@ -183,7 +184,7 @@ class Scheduler:
                 outcomes = self._run_batch(engine, jobs) if jobs else []
             finally:
                 if shared:
-                    torch.set_num_threads(self._all_threads)
+                    torch.set_num_threads(self.threads)
                 with self._cond:
                     self._running -= 1
                     self._cond.notify_all()  # a request may wait for this worker, not a later one
