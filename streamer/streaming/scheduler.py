@@ -23,8 +23,10 @@ running torch on both cores; 6.7 s with one core each, but a window alone then t
 9.0 s), since the decoder's small kernels and the Python between them leave a core idle that another
 window's work fills. A worker that starts a batch while another is busy runs torch on its share of the
 threads, alone on all of them: live, with a daemon's event loop on the same cores, 6 clients on two cores
-got 1008-1108 windows decoded in 105 s with one core per worker, 858-899 with both cores each, 749-883 with
-one worker (bench/load.py). A stream still has one job at a time, so its results arrive in order.
+(bench/load.py --sets librivox,cards,harbor) got 1008-1108 windows decoded in 105 s with one core per
+worker, 858-899 with both cores each, 1065-1075 with the share (committed median/p90 1.03-1.07/2.22-2.30 s),
+against 749-883 with one worker (1.06-1.26/2.12-2.59 s); 8 clients 808 against 595 (1.50/2.84 against
+1.67/3.31 s). A stream still has one job at a time, so its results arrive in order.
 
 Overflow policy of the queue: **reject** — ``submit`` raises ``Overloaded`` when ``max_queue`` jobs
 wait, and the caller (a session) retries with its next job once its audio moves on.
