@@ -173,10 +173,9 @@ class Scheduler:
                     return
                 requests = self._next_requests()
                 self._running += 1
-                alone = self._running == 1
+                shared = self._running > 1  # another worker is busy (never, with one worker)
                 if self._queue:
                     self._cond.notify_all()  # the next worker may take the rest now
-            shared = self.workers > 1 and not alone
             try:
                 if shared:  # this thread's count, and the process's until the batch ends (``use_threads``)
                     torch.set_num_threads(self._share)
