@@ -71,11 +71,19 @@ class StreamConfig:
     # before it and began at most ``carry_seconds`` before it, their committed words forced as the
     # prefix: tiny.en hears a sentence better after the speech before it (as offline, where a 30 s window
     # holds several), not only its text as the prompt. A decode that hears under
-    # ``carry_min_words_per_second`` of the utterance's own voiced audio (once a second of it is voiced),
-    # or loops, after carried words is taken to be misled by them: it is done again without them.
+    # ``carry_min_words_per_second`` of the utterance's own voiced audio, or loops, after carried words,
+    # once ``carry_min_voice`` of it is voiced, is taken to be misled by them: it is done again without them.
     carry_gap: float = 2.0  # 0: every utterance is decoded alone
     carry_seconds: float = 12.0
     carry_min_words_per_second: float = 0.6
+    # Before ``carry_min_voice`` seconds of the utterance's own voice, a decode is not judged misled: one that
+    # loops after the carried words (the model says the last carried sentence again over the first syllables
+    # of the next) waits for more audio with them. Decoded alone instead, 0890's "Unless", heard without the
+    # sentence before it, was "I'd less" in most hypotheses and waited 3.7-4.4 s. bench/replay.py
+    # --sets librivox+cards+harbor --phases 0,0.1,0.2: --cost 0.1, 86 streamed errors against 95 (0: loops
+    # always drop the carry), committed p90 1.20 s against 1.21 s; --cost 0.2, 86 against 96, p90 1.31 s
+    # against 1.32 s; five sets (--cost 0.2), 215 against 220.
+    carry_min_voice: float = 1.0
     vad_aggressiveness: int = 2
     pre_roll_ms: int = 250
     # An utterance ends after 300 ms without voice: its last words are committed 0.2 s sooner than
@@ -129,6 +137,14 @@ class StreamConfig:
     # (bench/load.py, 4 runs): int8_bfloat16 1.27-1.59 s (1.47-2.35 s before), int8 1.32-1.52 s (1.33-1.54
     # s); "Fishermen" waited 3 s.
     opening_hold: float | None = 3.0
+    # A settling decode whose beams begin a disputed opening otherwise than most hypotheses commits nothing; it
+    # is tried again ``opening_retry`` later (None: ``max_hold``), and two in a row commit what both begin with
+    # unless the hypotheses heard a word before it that the beams drop (0870's "And"). Harbor's "One of the
+    # boats", heard so by the beams and as "Well, the boats" by most partial decodes, waited for the
+    # opening hold: 4.9 s for "had" (live, 1 client). bench/replay.py --cost 0.2 --phases 0,0.1,0.2: five
+    # sets 215 streamed errors either way, committed p90 1.36 s against 1.37 s (None); librivox+cards+harbor
+    # 86 errors against 84, p90 1.31 s against 1.41 s.
+    opening_retry: float | None = 0.6
     max_tokens_per_second: float = 8.0
     min_word_probability: float = 0.1  # a hypothesis whose every word is less likely is noise
     # AlignAtt: a word this likely, which the alignment heads place this long before the end of the
@@ -222,6 +238,7 @@ class StreamSession:
         self._history: deque[Hypothesis] = deque(maxlen=16)  # this utterance's recent hypotheses, newest last
         self._openings: set[str] = set()  # first words the utterance's hypotheses began with, until a commit
         self._opening_settled_at: float | None = None  # when a settling decode last tried the disputed opening
+        self._opening_settle: tuple[Word, ...] = ()  # what that decode heard
         self._last_job_end = 0
         self._in_flight: WindowJob | None = None
         self._attempts: list[tuple[DecodingResult, int | None]] = []  # a final's tries: result, loop start
@@ -337,10 +354,14 @@ class StreamSession:
         self._history.clear()
         self._attempts.clear()
 
+    def _own_voiced(self, job: WindowJob) -> float:
+        """Seconds of voice the VAD heard in the utterance's own audio of ``job``."""
+        return self.vad.voiced_seconds(self._own_start, job.end)
+
     def _misled_by_carry(self, job: WindowJob, result: DecodingResult, loop_at: int | None) -> bool:
-        voiced = self.vad.voiced_seconds(self._own_start, job.end)
+        voiced = self._own_voiced(job)
         heard = len(self._committed) - self._carried + len(self._new_words(job, result, loop_at))
-        return voiced >= 1.0 and heard < self.config.carry_min_words_per_second * voiced
+        return voiced >= self.config.carry_min_voice and heard < self.config.carry_min_words_per_second * voiced
 
     def _trim(self) -> None:
         idle = self._window_start is None
@@ -437,7 +458,8 @@ class StreamSession:
         now = end / SAMPLE_RATE
         if self._fresh:
             tried = self._opening_settled_at
-            if tried is not None and now - tried < hold:
+            retry = hold if self.config.opening_retry is None else self.config.opening_retry
+            if tried is not None and round(now - tried, 3) < retry:  # (to the ms: 3.3 - 2.4 < 0.9 in floats)
                 return False
             return self._opening_vote(now) > 0 or self._opening_overdue(now, self._history[-1].words)
         return now - self._history[-1].words[0].end >= hold
@@ -454,6 +476,17 @@ class StreamSession:
         if firsts and 2 * max(firsts.values()) > len(recent):  # most begin alike: the beams must agree
             return False  # (0870's quiet "And", in most hypotheses, which a beam search over it dropped)
         return len(recent) >= 2 and now - words[0].end >= config.opening_hold
+
+    def _settles_agree(self, now: float, words: Sequence[Word]) -> int:
+        """How many leading words of ``words`` (a settling decode's) the settling decode before it, over the
+        same disputed opening, began with too; 0 where the hypotheses heard a first word before them that
+        the beams drop (0870's quiet "And", in most hypotheses, which a beam search over it dropped)."""
+        if self.config.opening_retry is None or not self._opening_settle:
+            return 0
+        n = agreed_prefix(self._opening_settle, words)
+        if n and any(len(h) > 1 and agreed_prefix(h[1:], words) >= min(2, n) for h in self._recent(now)):
+            return 0
+        return n
 
     def _recent(self, now: float) -> list[tuple[Word, ...]]:
         """The words of the hypotheses of the last ``cold_span`` before ``now``, oldest first."""
@@ -502,6 +535,8 @@ class StreamSession:
         )
         misled = self._carried and not silent and (loop_at is not None or self._misled_by_carry(job, result, loop_at))
         if misled:
+            if loop_at is not None and not job.final and self._own_voiced(job) < config.carry_min_voice:
+                return []  # so little of the utterance yet that the model repeats what it follows: hear more
             self._drop_carry()
             return []  # decode again without the carried words
         if loop_at is not None:
@@ -578,6 +613,7 @@ class StreamSession:
             return []
         self._openings.clear()
         self._opening_settled_at = None
+        self._opening_settle = ()
         self._committed.extend(words)
         self._last_end = words[-1].end
         self.committed_words += len(words)
@@ -605,6 +641,7 @@ class StreamSession:
         self._history.clear()
         self._openings.clear()
         self._opening_settled_at = None
+        self._opening_settle = ()
         self._segments.popleft()
         self._window_start = None
         if self._segments:
@@ -653,7 +690,8 @@ class StreamSession:
             if fresh:  # ... and, of an opening, what most hypotheses begin with too
                 self._opening_settled_at = audio_end
                 if not self._opening_overdue(audio_end, words):
-                    heard = min(heard, self._opening_vote(audio_end, words))
+                    heard = min(heard, max(self._opening_vote(audio_end, words), self._settles_agree(audio_end, words)))
+                self._opening_settle = tuple(words)
             n = max(n, heard)
         forced = job.end - self._own_start > config.max_window * SAMPLE_RATE
         if forced:  # too long uncommitted: commit all but the words of the last second

@@ -86,3 +86,52 @@ def test_too_much_committed_audio_moves_the_carried_utterance_out_before_the_utt
     later = [job for job in jobs if job.start == own_start]
     assert later and all(job.prefix for job in later)
     assert all(job.start in (first_start, own_start) for job in jobs)
+
+
+def _repeating_carried_words(session: StreamSession, job: WindowJob, result):
+    """``result`` made to say the carried sentence's last words again after them (the loop a decode of
+    little new audio falls into: 0890's "He was not an ill-disposed young man." twice), each word where
+    the real decode put its first."""
+    carried: list = []
+    for w in reversed([w for c in session._carry for w in c.words]):
+        carried.insert(0, w)
+        if sum(len(c.tokens) for c in carried) >= 8:
+            break
+    repeat = [t for w in carried for t in w.tokens]
+    first = result.words[0]
+    words = [first.__class__(**{**first.__dict__, "word": w.word, "tokens": list(w.tokens)}) for w in carried]
+    return result.__class__(**{**result.__dict__, "tokens": repeat, "words": words})
+
+
+def test_a_loop_over_the_first_moments_of_an_utterance_waits_for_more_of_it_with_the_carry_kept(engine):
+    """A decode that says the carried sentence again when the new utterance has under 1 s of voice is not
+    taken as misled by the carry: the next decode hears more audio, still after the carried words."""
+    session, first_start, _ = first_utterance(engine, 1.0)
+    second = joined(SENSE[1:2], gap=0.0)[: SAMPLE_RATE // 2]
+    for i in range(0, len(second), CHUNK):
+        session.feed(second[i : i + CHUNK])
+    job = session.next_job()
+    assert job is not None and job.start == first_start and job.prefix
+    result = run_windows(engine, [job])[0]
+    assert result.words
+    assert session.complete(job, _repeating_carried_words(session, job, result)) == []
+    more = joined(SENSE[1:2], gap=0.0)[SAMPLE_RATE // 2 : SAMPLE_RATE]
+    for i in range(0, len(more), CHUNK):
+        session.feed(more[i : i + CHUNK])
+    again = session.next_job()
+    assert again is not None
+    assert again.start == first_start and again.prefix == job.prefix and again.end > job.end
+
+
+def test_a_loop_after_a_second_of_the_utterances_voice_is_decoded_again_without_the_carry(engine):
+    session, first_start, heard = first_utterance(engine, 1.0)
+    second = joined(SENSE[1:2], gap=0.0)[: 2 * SAMPLE_RATE]
+    for i in range(0, len(second), CHUNK):
+        session.feed(second[i : i + CHUNK])
+    job = session.next_job()
+    assert job is not None and job.start == first_start and job.prefix
+    result = run_windows(engine, [job])[0]
+    assert session.complete(job, _repeating_carried_words(session, job, result)) == []
+    again = session.next_job()
+    assert again is not None
+    assert again.start >= heard - SAMPLE_RATE // 2 and again.prefix == ()
