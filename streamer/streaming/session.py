@@ -139,7 +139,7 @@ class StreamConfig:
     opening_hold: float | None = 3.0
     # A settling decode whose beams begin a disputed opening otherwise than most hypotheses commits nothing; it
     # is tried again ``opening_retry`` later (None: ``max_hold``), and two in a row commit what both begin with
-    # unless the hypotheses heard a word before it that the beams drop (0870's "And"). Harbor's "One of the
+    # unless a recent hypothesis heard a first word before them that the beams drop (0870's "And"). Harbor's "One of the
     # boats", heard so by the beams and as "Well, the boats" by most partial decodes, waited for the
     # opening hold: 4.9 s for "had" (live, 1 client). bench/replay.py --cost 0.2 --phases 0,0.1,0.2: five
     # sets 215 streamed errors either way, committed p90 1.36 s against 1.37 s (None); librivox+cards+harbor
@@ -479,8 +479,8 @@ class StreamSession:
 
     def _settles_agree(self, now: float, words: Sequence[Word]) -> int:
         """How many leading words of ``words`` (a settling decode's) the settling decode before it, over the
-        same disputed opening, began with too; 0 where the hypotheses heard a first word before them that
-        the beams drop (0870's quiet "And", in most hypotheses, which a beam search over it dropped)."""
+        same disputed opening, began with too; 0 where a recent hypothesis has them after a first word of its
+        own, which the beams drop (0870's quiet "And", in most hypotheses, which a beam search over it dropped)."""
         if self.config.opening_retry is None or not self._opening_settle:
             return 0
         n = agreed_prefix(self._opening_settle, words)
