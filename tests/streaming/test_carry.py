@@ -33,6 +33,20 @@ def first_utterance(engine, gap: float, config: StreamConfig | None = None):
     return session, jobs[0].start, len(audio)
 
 
+def carried_decode(engine, seconds: float):
+    """A session that has committed SENSE[0] and then, 1 s later, heard the first ``seconds`` of SENSE[1];
+    its job (a window that begins with the first utterance, its words forced) and the real decode of it."""
+    session, first_start, heard = first_utterance(engine, 1.0)
+    second = joined(SENSE[1:2], gap=0.0)[: int(seconds * SAMPLE_RATE)]
+    for i in range(0, len(second), CHUNK):
+        session.feed(second[i : i + CHUNK])
+    job = session.next_job()
+    assert job is not None and job.start == first_start and job.prefix
+    result = run_windows(engine, [job])[0]
+    assert result.words
+    return session, heard, job, result
+
+
 def test_speech_after_a_short_pause_is_decoded_after_the_utterance_before(engine):
     session, first_start, _ = first_utterance(engine, 1.0)
     jobs = drive(engine, session, joined(SENSE[1:2], gap=0.0)[: 3 * SAMPLE_RATE])
@@ -59,14 +73,7 @@ def test_without_carrying_every_utterance_is_decoded_alone(engine):
 
 def test_a_decode_that_hears_nothing_after_carried_words_is_done_again_without_them(engine):
     """Fed a real decode with its new words taken away: 2 s of voice after the carried words, no word."""
-    session, first_start, heard = first_utterance(engine, 1.0)
-    second = joined(SENSE[1:2], gap=0.0)[: 2 * SAMPLE_RATE]
-    for i in range(0, len(second), CHUNK):
-        session.feed(second[i : i + CHUNK])
-    job = session.next_job()
-    assert job is not None and job.start == first_start and job.prefix
-    result = run_windows(engine, [job])[0]
-    assert result.words
+    session, heard, job, result = carried_decode(engine, 2.0)
     misled = result.__class__(**{**result.__dict__, "tokens": [], "words": []})
     assert session.complete(job, misled) == []
     again = session.next_job()
@@ -106,31 +113,18 @@ def _repeating_carried_words(session: StreamSession, job: WindowJob, result):
 def test_a_loop_over_the_first_moments_of_an_utterance_waits_for_more_of_it_with_the_carry_kept(engine):
     """A decode that says the carried sentence again when the new utterance has under 1 s of voice is not
     taken as misled by the carry: the next decode hears more audio, still after the carried words."""
-    session, first_start, _ = first_utterance(engine, 1.0)
-    second = joined(SENSE[1:2], gap=0.0)[: SAMPLE_RATE // 2]
-    for i in range(0, len(second), CHUNK):
-        session.feed(second[i : i + CHUNK])
-    job = session.next_job()
-    assert job is not None and job.start == first_start and job.prefix
-    result = run_windows(engine, [job])[0]
-    assert result.words
+    session, _, job, result = carried_decode(engine, 0.5)
     assert session.complete(job, _repeating_carried_words(session, job, result)) == []
     more = joined(SENSE[1:2], gap=0.0)[SAMPLE_RATE // 2 : SAMPLE_RATE]
     for i in range(0, len(more), CHUNK):
         session.feed(more[i : i + CHUNK])
     again = session.next_job()
     assert again is not None
-    assert again.start == first_start and again.prefix == job.prefix and again.end > job.end
+    assert again.start == job.start and again.prefix == job.prefix and again.end > job.end
 
 
 def test_a_loop_after_a_second_of_the_utterances_voice_is_decoded_again_without_the_carry(engine):
-    session, first_start, heard = first_utterance(engine, 1.0)
-    second = joined(SENSE[1:2], gap=0.0)[: 2 * SAMPLE_RATE]
-    for i in range(0, len(second), CHUNK):
-        session.feed(second[i : i + CHUNK])
-    job = session.next_job()
-    assert job is not None and job.start == first_start and job.prefix
-    result = run_windows(engine, [job])[0]
+    session, heard, job, result = carried_decode(engine, 2.0)
     assert session.complete(job, _repeating_carried_words(session, job, result)) == []
     again = session.next_job()
     assert again is not None
