@@ -37,7 +37,9 @@ def decode_at(session: StreamSession, seconds: float, result: DecodingResult) ->
 
 
 # AlignAtt, settling decodes and the majority rule off unless a test turns them on
-CONFIG = StreamConfig(first_commit_audio=0.0, align_probability=1.1, max_hold=None, majority_hold=None)
+CONFIG = StreamConfig(
+    first_commit_audio=0.0, align_probability=1.1, max_hold=None, majority_hold=None, settle_openings=False
+)
 
 
 def test_likely_words_two_hypotheses_agree_on_are_committed():
@@ -409,3 +411,36 @@ def test_a_final_commits_the_first_attempt_likely_enough():
     likely = replace(hypothesis(("and", 0.2, 0.5, 0.9), ("mister", 0.5, 1.0, 0.9)), avg_logprob=-0.4)
     finals = [e for e in session.complete(job, likely) if isinstance(e, Final)]
     assert [w.word for f in finals for w in f.words] == [" and", " mister"]
+
+
+UNLESS_OPENINGS = [(("i'd", 0.2, 0.4, 0.2), ("less", 0.4, 0.6, 0.3)), (("unless", 0.2, 0.6, 0.2),),
+                   (("i'm", 0.2, 0.4, 0.2), ("blessed", 0.4, 0.6, 0.3))]
+TO, BE = ("to", 0.6, 0.8, 0.9), ("be", 0.8, 1.0, 0.9)
+
+
+def test_a_disputed_opening_is_settled_from_max_hold_by_two_settling_decodes_that_agree():
+    """A stream decoded seldom (under load) has too few hypotheses in the cold span for a majority, so its
+    disputed openings waited for the opening hold: settling decodes begin ``max_hold`` after the first word
+    ended, and the second that hears what the first did commits it."""
+    session = StreamSession(replace(CONFIG, max_hold=1.5, majority_hold=1.0, opening_retry=0.6, settle_openings=True))
+    for i, t in enumerate((1.2, 1.5, 1.8)):
+        assert decode_at(session, t, hypothesis(*UNLESS_OPENINGS[i], TO, BE)) == []
+    session.feed(AUDIO[int(1.8 * 16000) : int(2.1 * 16000)])  # "i'm" ended 1.7 s before
+    job = session.next_job()
+    assert job is not None and job.settle
+    assert not [e for e in session.complete(job, hypothesis(*UNLESS_OPENINGS[1], TO, BE)) if isinstance(e, Final)]
+    assert decode_at(session, 2.4, hypothesis(*UNLESS_OPENINGS[0], TO, BE)) == []
+    session.feed(AUDIO[int(2.4 * 16000) : int(2.7 * 16000)])
+    job = session.next_job()
+    assert job is not None and job.settle
+    finals = [e for e in session.complete(job, hypothesis(*UNLESS_OPENINGS[1], TO, BE)) if isinstance(e, Final)]
+    assert [w.word for f in finals for w in f.words] == [" unless", " to", " be"]
+
+
+def test_without_settling_openings_a_disputed_opening_waits_for_a_majority_or_the_opening_hold():
+    session = StreamSession(replace(CONFIG, max_hold=1.5, majority_hold=1.0))
+    for i, t in enumerate((1.2, 1.5, 1.8)):
+        assert decode_at(session, t, hypothesis(*UNLESS_OPENINGS[i], TO, BE)) == []
+    session.feed(AUDIO[int(1.8 * 16000) : int(2.1 * 16000)])
+    job = session.next_job()
+    assert job is not None and not job.settle
