@@ -138,12 +138,13 @@ class StreamConfig:
     # s); "Fishermen" waited 3 s.
     opening_hold: float | None = 3.0
     # A settling decode whose beams begin a disputed opening otherwise than most hypotheses commits nothing; it
-    # is tried again ``opening_retry`` later (None: ``max_hold``), and two in a row commit what both begin with
-    # unless a recent hypothesis heard a first word before them that the beams drop (0870's "And"). Harbor's "One of the
-    # boats", heard so by the beams and as "Well, the boats" by most partial decodes, waited for the
-    # opening hold: 4.9 s for "had" (live, 1 client). bench/replay.py --cost 0.2 --phases 0,0.1,0.2: five
-    # sets 215 streamed errors either way, committed p90 1.36 s against 1.37 s (None); librivox+cards+harbor
-    # 86 errors against 84, p90 1.31 s against 1.41 s.
+    # is tried again ``opening_retry`` later, and two in a row commit what both begin with unless a recent
+    # hypothesis heard a first word before them that the beams drop (0870's "And"); None: tried again
+    # ``max_hold`` later, and two that agree commit nothing (the rule before this one). Harbor's "One of the
+    # boats", heard so by the beams and as "Well, the boats" by most partial decodes, waited for the opening
+    # hold: 4.9 s for "had" (live, 1 client). bench/replay.py --cost 0.2 --phases 0,0.1,0.2: five sets 215
+    # streamed errors either way, committed p90 1.36 s against 1.37 s (None); librivox+cards+harbor 86 errors
+    # against 84, p90 1.31 s against 1.41 s.
     opening_retry: float | None = 0.6
     # Disputed openings are settled from ``max_hold`` after their first word ended too, by settling decodes alone
     # (two that agree, as above; or one that agrees with a majority), not only once most hypotheses agree or
