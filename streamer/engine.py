@@ -108,12 +108,7 @@ def apply_compute_type(loaded: LoadedModel, compute_type: str) -> None:
 STEP_MODES = ("auto", "eager", "static", "graph")
 # The log-mel level of the window of silence whose states the positions after a window's audio take
 # (``Engine.encode``'s ``heard``): silence after the clamp, 8 below the window's loudest frame, is at
-# -0.8 to -0.6 in most windows of speech (-1.0 to -0.6 in 300 windows of bench/speech.py's sets). The
-# streaming windows' frames after their audio take this level too (``log_mel_windows``' ``pad_level``), so
-# that the positions computed after the audio hear what the silence's states heard: bench/replay.py --cost
-# 0.2 --phases 0,0.1,0.2, five sets 197 streamed errors against 212 with each window's own clamp (levels
-# -0.6 and -0.8: 205; 0, offline's pad_or_trim: 220), librivox+cards+harbor 81 against 82 (--cost 0.45: 79
-# against 81; --cost 0.1: 80 against 86); bench/streaming.py --speed 0 --phases 0,0.1: 132 either way.
+# -0.8 to -0.6 in most windows of speech (-1.0 to -0.6 in 300 windows of bench/speech.py's sets).
 SILENCE_LEVEL = -0.7
 AUDIO_BUCKET = 250  # audio positions (5 s) that fixed-shape steps pad a batch's encoder output to a multiple of
 

@@ -100,20 +100,14 @@ def pad_or_trim(mel: Tensor, n_frames: int = N_FRAMES) -> Tensor:
 
 
 def log_mel_windows(
-    audios: list[np.ndarray],
-    n_frames: int,
-    n_mels: int = 80,
-    device: str | torch.device | None = None,
-    pad_level: float | None = None,
+    audios: list[np.ndarray], n_frames: int, n_mels: int = 80, device: str | torch.device | None = None
 ) -> Tensor:
     """Log-mel windows of ``n_frames`` frames for a batch of 16 kHz clips, (B, n_mels, n_frames).
 
     Each equals ``pad_or_trim(log_mel_spectrogram(audio, n_mels, padding=N_SAMPLES), n_frames)`` for a clip
     of at most ``n_frames`` frames (the clamp is each clip's own), but only the clips' own frames are
     computed, in one batched STFT on ``device``: the frames of the padding after them, all silence, take
-    the value silence has after the clamp. With ``pad_level`` every frame from the end of a clip's audio
-    on (frame ``len(audio) // HOP_LENGTH``, as ``log_mel_spectrogram`` counts a clip's frames) takes that
-    level instead, in the normalised scale of the result.
+    the value silence has after the clamp.
     """
     n_samples = n_frames * HOP_LENGTH
     clips = [np.asarray(audio, dtype=np.float32)[:n_samples] for audio in audios]
@@ -137,9 +131,4 @@ def log_mel_windows(
     log_spec = torch.maximum(log_spec, floor)
     if computed < n_frames:
         log_spec = torch.cat([log_spec, floor.expand(-1, n_mels, n_frames - computed)], dim=2)
-    log_spec = (log_spec + 4.0) / 4.0  # (B, n_mels, n_frames)
-    if pad_level is not None:
-        ends = torch.tensor([n // HOP_LENGTH for n in lengths], device=x.device)  # (B,)
-        padding = torch.arange(n_frames, device=x.device)[None, :] >= ends[:, None]  # (B, n_frames)
-        log_spec = log_spec.masked_fill(padding[:, None, :], pad_level)
-    return log_spec
+    return (log_spec + 4.0) / 4.0

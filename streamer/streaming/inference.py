@@ -11,7 +11,7 @@ import torch
 
 from streamer import SAMPLE_RATE
 from streamer.decoding.decode import DecodingResult, detect_language
-from streamer.engine import SILENCE_LEVEL, Engine, Request
+from streamer.engine import Engine, Request
 from streamer.heap import trim_heap
 from streamer.mel import HOP_LENGTH, N_FRAMES, log_mel_windows
 from streamer.streaming.session import WindowJob
@@ -38,7 +38,7 @@ def run_windows(engine: Engine, jobs: Sequence[WindowJob]) -> list[DecodingResul
         step = engine.encoder_rows(heard)  # on the CPU, the log-mel of only the windows encoded at once
         for group in (same[lo : lo + step] for lo in range(0, len(same), step)):
             audio = [jobs[i].audio for i in group]
-            mels = log_mel_windows(audio, N_FRAMES, n_mels, engine.device, SILENCE_LEVEL)  # (b, n_mels, 3000)
+            mels = log_mel_windows(audio, N_FRAMES, n_mels, engine.device)  # (b, n_mels, 3000)
             encoded = engine.encode(mels, heard=heard)  # (b, 1500, D)
             for i, row in zip(group, encoded, strict=True):
                 features[i] = row

@@ -139,14 +139,12 @@ class StreamConfig:
     opening_hold: float | None = 3.0
     # A settling decode whose beams begin a disputed opening otherwise than most hypotheses commits nothing; it
     # is tried again ``opening_retry`` later, and two in a row commit what both begin with unless a recent
-    # hypothesis heard a first word before them that the beams drop (0870's "And"), or most of the recent
-    # hypotheses, ``majority_voters`` or more, begin otherwise (0890's "Unless" under AVX2 kernels, which the
-    # beams heard as "I'd like" twice); None: tried again ``max_hold`` later, and two that agree commit
-    # nothing (the rule before this one). Harbor's "One of the boats", heard so by the beams and as "Well, the
-    # boats" by most partial decodes, waited for the opening hold: 4.9 s for "had" (live, 1 client); against
-    # such a majority of four or more it now waits for the utterance's final decode. bench/replay.py --cost 0.2
-    # --phases 0,0.1,0.2: five sets 215 streamed errors either way, committed p90 1.36 s against 1.37 s (None);
-    # librivox+cards+harbor 86 errors against 84, p90 1.31 s against 1.41 s.
+    # hypothesis heard a first word before them that the beams drop (0870's "And"); None: tried again
+    # ``max_hold`` later, and two that agree commit nothing (the rule before this one). Harbor's "One of the
+    # boats", heard so by the beams and as "Well, the boats" by most partial decodes, waited for the opening
+    # hold: 4.9 s for "had" (live, 1 client). bench/replay.py --cost 0.2 --phases 0,0.1,0.2: five sets 215
+    # streamed errors either way, committed p90 1.36 s against 1.37 s (None); librivox+cards+harbor 86 errors
+    # against 84, p90 1.31 s against 1.41 s.
     opening_retry: float | None = 0.6
     # Disputed openings are settled from ``max_hold`` after their first word ended too, by settling decodes alone
     # (two that agree, as above; or one that agrees with a majority), not only once most hypotheses agree or
@@ -493,19 +491,12 @@ class StreamSession:
     def _settles_agree(self, now: float, words: Sequence[Word]) -> int:
         """How many leading words of ``words`` (a settling decode's) the settling decode before it, over the
         same disputed opening, began with too; 0 where a recent hypothesis has them after a first word of its
-        own, which the beams drop (0870's quiet "And", in most hypotheses, which a beam search over it dropped),
-        or where most of the recent hypotheses, ``majority_voters`` or more, begin with another first word."""
+        own, which the beams drop (0870's quiet "And", in most hypotheses, which a beam search over it dropped)."""
         if self.config.opening_retry is None or not self._opening_settle:
             return 0
         n = agreed_prefix(self._opening_settle, words)
-        recent = self._recent(now)
-        if n and any(len(h) > 1 and agreed_prefix(h[1:], words) >= min(2, n) for h in recent):
+        if n and any(len(h) > 1 and agreed_prefix(h[1:], words) >= min(2, n) for h in self._recent(now)):
             return 0
-        firsts = Counter(word_key(h[0].word) for h in recent if h)
-        if n and firsts and len(recent) >= self.config.majority_voters:
-            first, count = firsts.most_common(1)[0]
-            if first != word_key(words[0].word) and 2 * count > len(recent):
-                return 0  # most hypotheses begin otherwise (0890's "Unless", the beams' "I'd like")
         return n
 
     def _recent(self, now: float) -> list[tuple[Word, ...]]:
