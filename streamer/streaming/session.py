@@ -246,8 +246,8 @@ class StreamSession:
         self._own_start = 0  # the sample where the current utterance's own audio begins in the window
         self._history: deque[Hypothesis] = deque(maxlen=16)  # this utterance's recent hypotheses, newest last
         self._openings: set[str] = set()  # first words the utterance's hypotheses began with, until a commit
-        self._opening_settled_at: float | None = None  # when a settling decode last tried the disputed opening
-        self._opening_settle: tuple[Word, ...] = ()  # what that decode heard
+        # when a settling decode last tried the disputed opening (seconds), and what it heard
+        self._opening_try: tuple[float, tuple[Word, ...]] | None = None
         self._last_job_end = 0
         self._in_flight: WindowJob | None = None
         self._attempts: list[tuple[DecodingResult, int | None]] = []  # a final's tries: result, loop start
@@ -466,9 +466,9 @@ class StreamSession:
             return False
         now = end / SAMPLE_RATE
         if self._fresh:
-            tried = self._opening_settled_at
+            tried = self._opening_try
             retry = hold if self.config.opening_retry is None else self.config.opening_retry
-            if tried is not None and round(now - tried, 3) < retry:  # (to the ms: 3.3 - 2.4 < 0.9 in floats)
+            if tried is not None and round(now - tried[0], 3) < retry:  # (to the ms: 3.3 - 2.4 < 0.9 in floats)
                 return False
             if self.config.settle_openings and len(self._openings) > 1 and now - self._history[-1].words[0].end >= hold:
                 return True  # settling decodes alone may settle it (two that agree: _settles_agree)
@@ -492,9 +492,9 @@ class StreamSession:
         """How many leading words of ``words`` (a settling decode's) the settling decode before it, over the
         same disputed opening, began with too; 0 where a recent hypothesis has them after a first word of its
         own, which the beams drop (0870's quiet "And", in most hypotheses, which a beam search over it dropped)."""
-        if self.config.opening_retry is None or not self._opening_settle:
+        if self.config.opening_retry is None or self._opening_try is None:
             return 0
-        n = agreed_prefix(self._opening_settle, words)
+        n = agreed_prefix(self._opening_try[1], words)
         if n and any(len(h) > 1 and agreed_prefix(h[1:], words) >= min(2, n) for h in self._recent(now)):
             return 0
         return n
@@ -623,8 +623,7 @@ class StreamSession:
         if not words:
             return []
         self._openings.clear()
-        self._opening_settled_at = None
-        self._opening_settle = ()
+        self._opening_try = None
         self._committed.extend(words)
         self._last_end = words[-1].end
         self.committed_words += len(words)
@@ -651,8 +650,7 @@ class StreamSession:
         self._committed.clear()
         self._history.clear()
         self._openings.clear()
-        self._opening_settled_at = None
-        self._opening_settle = ()
+        self._opening_try = None
         self._segments.popleft()
         self._window_start = None
         if self._segments:
@@ -699,10 +697,9 @@ class StreamSession:
         if job.settle:  # what the settling decode hears well before the end of its audio ...
             heard = ending_by(words, audio_end - config.hold_margin)
             if fresh:  # ... and, of an opening, what most hypotheses begin with too
-                self._opening_settled_at = audio_end
                 if not self._opening_overdue(audio_end, words):
                     heard = min(heard, max(self._opening_vote(audio_end, words), self._settles_agree(audio_end, words)))
-                self._opening_settle = tuple(words)
+                self._opening_try = (audio_end, tuple(words))
             n = max(n, heard)
         forced = job.end - self._own_start > config.max_window * SAMPLE_RATE
         if forced:  # too long uncommitted: commit all but the words of the last second
