@@ -36,6 +36,14 @@ def decode_at(session: StreamSession, seconds: float, result: DecodingResult) ->
     return [e for e in session.complete(job, result) if isinstance(e, Final)]
 
 
+def settle_at(session: StreamSession, seconds: float, result: DecodingResult) -> list[Final]:
+    """As ``decode_at``, for the settling decode the session asks for at ``seconds``."""
+    session.feed(AUDIO[int(session.time * 16000) : int(seconds * 16000)])
+    job = session.next_job()
+    assert isinstance(job, WindowJob) and job.settle
+    return [e for e in session.complete(job, result) if isinstance(e, Final)]
+
+
 # AlignAtt, settling decodes and the majority rule off unless a test turns them on
 CONFIG = StreamConfig(
     first_commit_audio=0.0, align_probability=1.1, max_hold=None, majority_hold=None, settle_openings=False
@@ -255,16 +263,10 @@ def test_an_opening_is_settled_again_opening_retry_after_a_settling_decode_that_
     had, waited = ("had", 0.6, 0.9, 0.9), ("waited", 0.9, 1.3, 0.9)
     for t, first in ((1.2, this), (1.5, fisher), (1.8, this), (2.1, this)):
         assert decode_at(session, t, hypothesis(first, had, waited)) == []
-    session.feed(AUDIO[int(2.1 * 16000) : int(2.4 * 16000)])
-    job = session.next_job()
-    assert job is not None and job.settle
-    assert not [e for e in session.complete(job, hypothesis(fisher, had, waited)) if isinstance(e, Final)]
+    assert not settle_at(session, 2.4, hypothesis(fisher, had, waited))
     for t in (2.7, 3.0):  # most hypotheses now begin as the beams did
         assert decode_at(session, t, hypothesis(fisher, had, waited)) == []
-    session.feed(AUDIO[int(3.0 * 16000) : int(3.3 * 16000)])
-    job = session.next_job()  # 0.9 s after the first try
-    assert job is not None and job.settle
-    finals = [e for e in session.complete(job, hypothesis(fisher, had, waited)) if isinstance(e, Final)]
+    finals = settle_at(session, 3.3, hypothesis(fisher, had, waited))  # 0.9 s after the first try
     assert [w.word for f in finals for w in f.words] == [" fisherman", " had", " waited"]
 
 
@@ -278,15 +280,9 @@ def test_two_settling_decodes_that_hear_an_opening_alike_commit_it_against_most_
     session = StreamSession(replace(CONFIG, max_hold=1.5, majority_hold=1.0, opening_retry=0.6))
     for t, first in ((1.2, ("what", 0.2, 0.5, 0.2)), (1.5, WELL), (1.8, WELL), (2.1, WELL)):
         assert decode_at(session, t, hypothesis(first, THE, BOATS, HAD)) == []
-    session.feed(AUDIO[int(2.1 * 16000) : int(2.4 * 16000)])
-    job = session.next_job()
-    assert job is not None and job.settle
-    assert not [e for e in session.complete(job, hypothesis(ONE, OF, THE, BOATS, HAD)) if isinstance(e, Final)]
+    assert not settle_at(session, 2.4, hypothesis(ONE, OF, THE, BOATS, HAD))
     assert decode_at(session, 2.7, hypothesis(WELL, THE, BOATS, HAD)) == []
-    session.feed(AUDIO[int(2.7 * 16000) : int(3.0 * 16000)])
-    job = session.next_job()  # 0.6 s after the first try
-    assert job is not None and job.settle
-    finals = [e for e in session.complete(job, hypothesis(ONE, OF, THE, BOATS, HAD)) if isinstance(e, Final)]
+    finals = settle_at(session, 3.0, hypothesis(ONE, OF, THE, BOATS, HAD))  # 0.6 s after the first try
     assert [w.word for f in finals for w in f.words] == [" one", " of", " the", " boats", " had"]
 
 
@@ -296,10 +292,7 @@ def test_settling_decodes_that_drop_a_first_word_most_hypotheses_hear_do_not_com
     job = opening_settle(session)
     assert not [e for e in session.complete(job, hypothesis(MISTER, JOHN)) if isinstance(e, Final)]
     assert decode_at(session, 2.7, hypothesis(AND, MISTER, JOHN)) == []
-    session.feed(AUDIO[int(2.7 * 16000) : int(3.0 * 16000)])
-    job = session.next_job()
-    assert job is not None and job.settle
-    assert not [e for e in session.complete(job, hypothesis(MISTER, JOHN)) if isinstance(e, Final)]
+    assert not settle_at(session, 3.0, hypothesis(MISTER, JOHN))
 
 
 def test_an_opening_disputed_without_a_majority_is_settled_by_what_the_beams_hear_after_the_opening_hold():
@@ -311,10 +304,8 @@ def test_an_opening_disputed_without_a_majority_is_settled_by_what_the_beams_hea
     to, be = ("to", 0.6, 0.8, 0.9), ("be", 0.8, 1.0, 0.9)
     for i, t in enumerate((1.2, 1.5, 1.8, 2.1, 2.4, 2.7, 3.0, 3.3)):
         assert decode_at(session, t, hypothesis(*openings[i % 3], to, be)) == []
-    session.feed(AUDIO[int(3.3 * 16000) : int(3.6 * 16000)])  # "i'd" (the newest's first word) ended 3.2 s before
-    job = session.next_job()
-    assert job is not None and job.settle
-    finals = [e for e in session.complete(job, hypothesis(*openings[1], to, be)) if isinstance(e, Final)]
+    # "i'd" (the newest's first word) ended 3.2 s before
+    finals = settle_at(session, 3.6, hypothesis(*openings[1], to, be))
     assert [w.word for f in finals for w in f.words] == [" unless", " to", " be"]
 
 
@@ -327,10 +318,8 @@ def test_an_opening_most_hypotheses_begin_with_is_not_overruled_by_the_beams_aft
     assert not [e for e in session.complete(job, hypothesis(MISTER, JOHN)) if isinstance(e, Final)]
     for t in (2.7, 3.0, 3.3, 3.6):
         assert decode_at(session, t, hypothesis(AND, MISTER, JOHN)) == []
-    session.feed(AUDIO[int(3.6 * 16000) : int(3.9 * 16000)])
-    job = session.next_job()  # "mister", as the beams hear the opening, ended 3.0 s before
-    assert job is not None and job.settle
-    assert not [e for e in session.complete(job, hypothesis(MISTER, JOHN)) if isinstance(e, Final)]
+    # "mister", as the beams hear the opening, ended 3.0 s before
+    assert not settle_at(session, 3.9, hypothesis(MISTER, JOHN))
 
 
 def test_a_disputed_opening_waits_for_a_majority_without_an_opening_hold():
@@ -425,15 +414,9 @@ def test_a_disputed_opening_is_settled_from_max_hold_by_two_settling_decodes_tha
     session = StreamSession(replace(CONFIG, max_hold=1.5, majority_hold=1.0, opening_retry=0.6, settle_openings=True))
     for i, t in enumerate((1.2, 1.5, 1.8)):
         assert decode_at(session, t, hypothesis(*UNLESS_OPENINGS[i], TO, BE)) == []
-    session.feed(AUDIO[int(1.8 * 16000) : int(2.1 * 16000)])  # "i'm" ended 1.7 s before
-    job = session.next_job()
-    assert job is not None and job.settle
-    assert not [e for e in session.complete(job, hypothesis(*UNLESS_OPENINGS[1], TO, BE)) if isinstance(e, Final)]
+    assert not settle_at(session, 2.1, hypothesis(*UNLESS_OPENINGS[1], TO, BE))  # "i'm" ended 1.7 s before
     assert decode_at(session, 2.4, hypothesis(*UNLESS_OPENINGS[0], TO, BE)) == []
-    session.feed(AUDIO[int(2.4 * 16000) : int(2.7 * 16000)])
-    job = session.next_job()
-    assert job is not None and job.settle
-    finals = [e for e in session.complete(job, hypothesis(*UNLESS_OPENINGS[1], TO, BE)) if isinstance(e, Final)]
+    finals = settle_at(session, 2.7, hypothesis(*UNLESS_OPENINGS[1], TO, BE))
     assert [w.word for f in finals for w in f.words] == [" unless", " to", " be"]
 
 
